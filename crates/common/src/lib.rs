@@ -1,0 +1,184 @@
+//! The few helpers that every binary of the workspace shares, so that each
+//! `main.rs` stays a thin shell: shutdown signals, log set-up, durations on the
+//! command line and the exit status for bad configuration.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for bad configuration (`EX_USAGE` from `sysexits.h`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Starts `tracing` to stderr. `RUST_LOG` overrides `default_filter`.
+///
+/// Logs go to stderr so that stdout stays free for what is meant to be piped,
+/// such as the proxy's access log.
+pub fn init_tracing(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C) and names it.
+///
+/// Installing the handlers can only fail when the process is out of file
+/// descriptors; the signal is then logged as unavailable and this future never
+/// completes, so the process keeps serving rather than exiting at once.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install signal handlers; shutdown by signal is unavailable");
+                std::future::pending().await
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Parses a human duration such as `500ms`, `1s` or `2m`, for clap.
+///
+/// A bare number is read as seconds, the unit most people mean.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 1s or 2m: {e}"))
+}
+
+/// Formats a duration for people and logs (`1s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit
+/// (`H`ours, `M`inutes, `S`econds, `m`illis, `u`micros, `n`anos).
+///
+/// Returns `None` for anything else; the gRPC spec says such a header is
+/// treated as if absent.
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Formats a duration as a `grpc-timeout` value, in the finest unit that
+/// fits the spec's 8 digits (rounding up, so a deadline is never shortened
+/// by more than the unit allows).
+pub fn format_grpc_timeout(d: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = d.as_nanos();
+    let units: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
+    for (size, unit) in units {
+        let n = nanos.div_ceil(size);
+        if n <= MAX {
+            return format!("{n}{unit}");
+        }
+    }
+    format!("{MAX}H")
+}
+
+/// Formats an error with its chain of causes on one line: `error: cause: cause`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // Some libraries repeat their source's text in their own; say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn grpc_timeouts_round_trip() {
+        assert_eq!(
+            parse_grpc_timeout(b"100m"),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(parse_grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout(b"5n"), Some(Duration::from_nanos(5)));
+        for bad in [&b""[..], b"m", b"123456789m", b"10x", b"-1S", b"1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            format_grpc_timeout(Duration::from_millis(250)),
+            "250000000n"
+        );
+        assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(100_000)), "100000S");
+        for d in [
+            Duration::from_millis(1),
+            Duration::from_secs(7),
+            Duration::from_nanos(123_456_789_123),
+        ] {
+            let back = parse_grpc_timeout(format_grpc_timeout(d).as_bytes()).unwrap();
+            assert!(
+                back >= d && back - d < d / 1000 + Duration::from_nanos(1),
+                "{d:?} -> {back:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `gateway`: parse the command line, start logging, bind, serve until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway::config::{Cli, Config};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_tracing("info,tower_http=info,h2=warn,hyper=warn");
+    let config = match Config::from_args(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(common::EXIT_CONFIG as u8);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("gateway: cannot listen on {}: {e}", cli.listen);
+            return ExitCode::from(common::EXIT_CONFIG as u8);
+        }
+    };
+    let shutdown = async {
+        let signal = common::shutdown_signal().await;
+        tracing::info!(signal, "signal received");
+    };
+    match gateway::run(listener, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %common::error_chain(&e), "gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}

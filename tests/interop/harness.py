@@ -1,0 +1,84 @@
+"""Shared pieces of the interop tests: generated stubs and real processes.
+
+The stubs are generated at run time from the repository's `proto/` with
+grpcio-tools, so the tests always use the same protos as the Rust code.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROTO = os.path.join(ROOT, "proto")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+PROFILE = os.environ.get("INTEROP_PROFILE", "debug")
+
+
+def binary(name):
+    path = os.path.join(TARGET, PROFILE, name)
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} is missing: run `cargo build` first")
+    return path
+
+
+def load_stubs():
+    """Generates the Python stubs of proto/ and puts them on sys.path."""
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp(prefix="interop-stubs-")
+    files = ["gateway/alive.proto", "gateway/echo.proto", "helloworld/helloworld.proto"]
+    args = ["protoc", f"-I{PROTO}", f"--python_out={out}", f"--grpc_python_out={out}"] + files
+    if protoc.main(args) != 0:
+        raise RuntimeError("grpc_tools.protoc failed on proto/")
+    sys.path.insert(0, out)
+
+
+class Process:
+    """A binary of ours, started with flags, whose log announces its address.
+
+    `ready` is a regex over stderr lines with one group: the address. The
+    process is killed (and waited for) on `stop`, so no test leaves one behind.
+    """
+
+    def __init__(self, name, args, ready, timeout=30):
+        self.proc = subprocess.Popen(
+            [binary(name)] + args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("INTEROP_RUST_LOG", "info")},
+        )
+        self.lines = []
+        found = threading.Event()
+        self.addr = None
+
+        def pump(stream):
+            for line in stream:
+                self.lines.append(line)
+                match = re.search(ready, line)
+                if match and self.addr is None:
+                    self.addr = match.group(1)
+                    found.set()
+
+        for stream in (self.proc.stderr, self.proc.stdout):
+            threading.Thread(target=pump, args=(stream,), daemon=True).start()
+        if not found.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{name} did not start:\n" + "".join(self.lines))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def backend(backend_id, *extra):
+    """Starts our backend on an ephemeral port of 127.0.0.1."""
+    return Process(
+        "backend",
+        ["--listen", "127.0.0.1:0", "--id", backend_id, *extra],
+        r"backend serving.*addr=(\S+)",
+    )
