@@ -29,6 +29,9 @@ use crate::config::Config;
 /// The trailer that `EchoService` sends back when a request asks for one.
 pub const ECHO_TRAILER: &str = "x-echo-trailer";
 
+/// The response metadata in which `Echo` returns the request's `x-request-id`.
+pub const ECHO_REQUEST_ID: &str = "x-echo-request-id";
+
 /// What every application call does before answering.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
@@ -153,6 +156,7 @@ async fn sleep_ms(ms: u32) {
 impl EchoService for Echo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.0.before_call().await?;
+        let request_id = request.metadata().get("x-request-id").cloned();
         let req = request.into_inner();
         sleep_ms(req.delay_ms).await;
         if req.status_code != 0 {
@@ -160,7 +164,11 @@ impl EchoService for Echo {
             return Err(ending(req.status_code, &req.status_message, &req.trailer)
                 .unwrap_or_else(|| Status::unknown("unreachable")));
         }
-        Ok(Response::new(self.reply(req.message, 0)))
+        let mut response = Response::new(self.reply(req.message, 0));
+        if let Some(id) = request_id {
+            response.metadata_mut().insert(ECHO_REQUEST_ID, id);
+        }
+        Ok(response)
     }
 
     async fn collect(

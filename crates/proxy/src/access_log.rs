@@ -1,0 +1,236 @@
+//! The access log: one line per request on stdout, in Envoy's default format.
+//!
+//! ```text
+//! [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
+//! %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%"
+//! "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"
+//! ```
+//! (one line in the log). Calls format their line and hand it to a writer
+//! thread through a bounded queue, so a slow stdout never stalls a call. If the
+//! queue is full the line is dropped and counted (`access_log.dropped` in
+//! `/stats`) rather than blocking traffic.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::SystemTime;
+
+use http::HeaderMap;
+use http::request::Parts;
+
+use crate::cluster::Stat;
+
+/// Lines that may wait for the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// One request, as the access log describes it.
+#[derive(Debug)]
+pub struct Entry {
+    pub start: SystemTime,
+    pub method: String,
+    pub path: String,
+    pub response_code: u16,
+    /// Envoy's response flags (`UH`, `UF`, `UT`, `UR`, `DC`, ...), or empty.
+    pub flags: &'static str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+    pub upstream_service_time_ms: Option<u64>,
+    pub forwarded_for: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub authority: Option<String>,
+    pub upstream: Option<SocketAddr>,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+impl Entry {
+    /// The request's side of the entry.
+    pub fn new(start: SystemTime, parts: &Parts) -> Self {
+        Entry {
+            start,
+            method: parts.method.as_str().to_owned(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            response_code: 0,
+            flags: "",
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: 0,
+            upstream_service_time_ms: None,
+            forwarded_for: header(&parts.headers, "x-forwarded-for"),
+            user_agent: header(&parts.headers, "user-agent"),
+            request_id: header(&parts.headers, "x-request-id"),
+            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            upstream: None,
+        }
+    }
+
+    /// The line, with its newline.
+    pub fn format(&self) -> String {
+        fn opt(s: &Option<String>) -> &str {
+            s.as_deref().unwrap_or("-")
+        }
+        let mut line = String::with_capacity(256);
+        let _ = write!(
+            line,
+            "[{}] \"{} {} HTTP/2\" {} {} {} {} {} ",
+            humantime::format_rfc3339_millis(self.start),
+            self.method,
+            self.path,
+            self.response_code,
+            if self.flags.is_empty() {
+                "-"
+            } else {
+                self.flags
+            },
+            self.bytes_received,
+            self.bytes_sent,
+            self.duration_ms,
+        );
+        match self.upstream_service_time_ms {
+            Some(ms) => {
+                let _ = write!(line, "{ms}");
+            }
+            None => line.push('-'),
+        }
+        let _ = writeln!(
+            line,
+            " \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
+            opt(&self.forwarded_for),
+            opt(&self.user_agent),
+            opt(&self.request_id),
+            opt(&self.authority),
+            self.upstream
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        );
+        line
+    }
+}
+
+/// Where calls send their entries. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+    pub dropped: Arc<Stat>,
+}
+
+impl AccessLog {
+    /// An access log that writes nothing.
+    pub fn off() -> Self {
+        AccessLog {
+            tx: None,
+            dropped: Arc::new(Stat::default()),
+        }
+    }
+
+    /// Starts the writer thread on `out` (stdout in production). The thread
+    /// ends, after writing everything queued, when every clone is dropped.
+    pub fn start(out: Box<dyn std::io::Write + Send>) -> (Self, std::thread::JoinHandle<()>) {
+        let (tx, rx) = sync_channel(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx, out))
+            .expect("spawning a thread at start-up");
+        (
+            AccessLog {
+                tx: Some(tx),
+                dropped: Arc::new(Stat::default()),
+            },
+            handle,
+        )
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues one entry.
+    pub fn log(&self, entry: &Entry) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(entry.format()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped.inc(),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn write_lines(rx: Receiver<String>, out: Box<dyn std::io::Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = rx.recv() {
+        let mut ok = out.write_all(line.as_bytes()).is_ok();
+        // Batch whatever else is queued, then flush once.
+        while let Ok(line) = rx.try_recv() {
+            ok &= out.write_all(line.as_bytes()).is_ok();
+        }
+        ok &= out.flush().is_ok();
+        if !ok {
+            // stdout is gone (closed pipe); keep draining so calls never block.
+            while rx.recv().is_ok() {}
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lines_follow_envoys_default_format() {
+        let request = http::Request::post("http://front-proxy:8000/gateway.AliveService/GetStatus")
+            .header("user-agent", "grpc-go/1.13.0")
+            .header("x-request-id", "abc")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_530_061_279_585);
+        let mut entry = Entry::new(start, &parts);
+        entry.response_code = 200;
+        entry.bytes_received = 5;
+        entry.bytes_sent = 7;
+        entry.duration_ms = 11;
+        entry.upstream_service_time_ms = Some(8);
+        entry.upstream = Some("172.18.0.4:8080".parse().unwrap());
+        assert_eq!(
+            entry.format(),
+            "[2018-06-27T01:01:19.585Z] \"POST /gateway.AliveService/GetStatus HTTP/2\" 200 - 5 7 11 8 \"-\" \"grpc-go/1.13.0\" \"abc\" \"front-proxy:8000\" \"172.18.0.4:8080\"\n"
+        );
+    }
+
+    #[test]
+    fn the_writer_writes_every_line_and_stops_when_dropped() {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let (log, thread) = AccessLog::start(Box::new(sink.clone()));
+        let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
+        for _ in 0..100 {
+            log.log(&Entry::new(SystemTime::now(), &parts));
+        }
+        drop(log);
+        thread.join().unwrap();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 100);
+    }
+}

@@ -1,0 +1,538 @@
+//! The admin interface: Envoy's `/clusters`, `/stats`, `/stats/prometheus` and
+//! `/ready`, and a page for people at `/`.
+//!
+//! The text formats follow Envoy's byte for byte where scripts depend on them
+//! (`cluster::host:port::stat::value`), so tooling written for an Envoy front
+//! proxy works unchanged against this one.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cluster::{Cluster, health};
+use crate::config::Mode;
+use crate::forward::ListenerStats;
+
+/// A listener, as the admin interface reports it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub address: SocketAddr,
+    pub mode: Mode,
+    pub cluster: String,
+    pub stats: Arc<ListenerStats>,
+}
+
+/// What the admin interface reads.
+#[derive(Debug)]
+pub struct AdminState {
+    pub clusters: Vec<Arc<Cluster>>,
+    pub listeners: Vec<ListenerInfo>,
+    /// False once draining has begun (or before start-up finished).
+    pub ready: Arc<AtomicBool>,
+    pub started: Instant,
+    pub access_log_dropped: Arc<crate::cluster::Stat>,
+}
+
+/// The admin router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/clusters", get(clusters))
+        .route("/stats", get(stats))
+        .route("/stats/prometheus", get(prometheus))
+        .route("/ready", get(ready))
+        .route("/help", get(help))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct Format {
+    format: Option<String>,
+}
+
+impl Format {
+    fn json(&self) -> bool {
+        self.format.as_deref() == Some("json")
+    }
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("admin/index.html"))
+}
+
+async fn help() -> Response {
+    text(
+        "admin commands are:\n  \
+         /: a page for people: each host's share of requests, fairness, health\n  \
+         /clusters: upstream cluster status (?format=json)\n  \
+         /help: print out list of admin commands\n  \
+         /ready: print server state, return 200 if LIVE, otherwise return 503\n  \
+         /stats: print server stats (?format=json)\n  \
+         /stats/prometheus: print server stats in prometheus format\n"
+            .to_owned(),
+    )
+}
+
+async fn ready(State(state): State<Arc<AdminState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, text("LIVE\n".into())).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, text("DRAINING\n".into())).into_response()
+    }
+}
+
+/// Host statistics in Envoy's order, with the counter/gauge distinction.
+fn host_stats(host: &crate::cluster::Host) -> [(&'static str, u64, bool); 8] {
+    let s = &host.stats;
+    [
+        ("cx_active", s.cx_active.get(), true),
+        ("cx_connect_fail", s.cx_connect_fail.get(), false),
+        ("cx_total", s.cx_total.get(), false),
+        ("rq_active", s.rq_active.get(), true),
+        ("rq_error", s.rq_error.get(), false),
+        ("rq_success", s.rq_success.get(), false),
+        ("rq_timeout", s.rq_timeout.get(), false),
+        ("rq_total", s.rq_total.get(), false),
+    ]
+}
+
+/// Envoy's `/clusters` text.
+pub fn clusters_text(clusters: &[Arc<Cluster>]) -> String {
+    let mut out = String::new();
+    for cluster in clusters {
+        let name = cluster.name();
+        let _ = writeln!(out, "{name}::observability_name::{name}");
+        let _ = writeln!(out, "{name}::added_via_api::false");
+        for host in cluster.all_hosts() {
+            let addr = host.addr;
+            for (stat, value, _) in host_stats(&host) {
+                let _ = writeln!(out, "{name}::{addr}::{stat}::{value}");
+            }
+            let _ = writeln!(out, "{name}::{addr}::hostname::{}", host.hostname);
+            let _ = writeln!(
+                out,
+                "{name}::{addr}::health_flags::{}",
+                health::describe(host.flags())
+            );
+            let _ = writeln!(out, "{name}::{addr}::weight::1");
+            let _ = writeln!(out, "{name}::{addr}::region::");
+            let _ = writeln!(out, "{name}::{addr}::zone::");
+            let _ = writeln!(out, "{name}::{addr}::sub_zone::");
+            let _ = writeln!(out, "{name}::{addr}::canary::false");
+            let _ = writeln!(out, "{name}::{addr}::priority::0");
+            let _ = writeln!(out, "{name}::{addr}::success_rate::-1");
+            let _ = writeln!(out, "{name}::{addr}::local_origin_success_rate::-1");
+        }
+    }
+    out
+}
+
+/// Envoy's `/clusters?format=json` shape.
+pub fn clusters_json(clusters: &[Arc<Cluster>]) -> serde_json::Value {
+    let statuses: Vec<_> = clusters
+        .iter()
+        .map(|cluster| {
+            let hosts: Vec<_> = cluster
+                .all_hosts()
+                .iter()
+                .map(|host| {
+                    let stats: Vec<_> = host_stats(host)
+                        .iter()
+                        .map(|(name, value, gauge)| {
+                            if *gauge {
+                                json!({ "name": name, "type": "GAUGE", "value": value.to_string() })
+                            } else {
+                                json!({ "name": name, "value": value.to_string() })
+                            }
+                        })
+                        .collect();
+                    let flags = host.flags();
+                    let mut health = json!({
+                        "eds_health_status": if flags & health::PENDING_DYNAMIC_REMOVAL != 0 {
+                            "DRAINING"
+                        } else {
+                            "HEALTHY"
+                        }
+                    });
+                    if flags & health::FAILED_ACTIVE_HC != 0 {
+                        health["failed_active_health_check"] = json!(true);
+                    }
+                    if flags & health::FAILED_OUTLIER_CHECK != 0 {
+                        health["failed_outlier_check"] = json!(true);
+                    }
+                    if flags & health::PENDING_DYNAMIC_REMOVAL != 0 {
+                        health["pending_dynamic_removal"] = json!(true);
+                    }
+                    json!({
+                        "address": { "socket_address": {
+                            "address": host.addr.ip().to_string(),
+                            "port_value": host.addr.port(),
+                        }},
+                        "stats": stats,
+                        "health_status": health,
+                        "health_flags": health::describe(flags),
+                        "weight": 1,
+                        "hostname": host.hostname,
+                        "locality": {},
+                    })
+                })
+                .collect();
+            json!({
+                "name": cluster.name(),
+                "observability_name": cluster.name(),
+                "lb_policy": cluster.config.lb.to_string(),
+                "added_via_api": false,
+                "host_statuses": hosts,
+            })
+        })
+        .collect();
+    json!({ "cluster_statuses": statuses })
+}
+
+async fn clusters(State(state): State<Arc<AdminState>>, Query(format): Query<Format>) -> Response {
+    if format.json() {
+        axum::Json(clusters_json(&state.clusters)).into_response()
+    } else {
+        text(clusters_text(&state.clusters))
+    }
+}
+
+/// One statistic, with what both `/stats` and Prometheus need.
+struct Sample {
+    /// Envoy's dotted name, e.g. `cluster.backend.upstream_rq_total`.
+    dotted: String,
+    /// Prometheus family, e.g. `envoy_cluster_upstream_rq_total`.
+    family: String,
+    labels: Vec<(&'static str, String)>,
+    counter: bool,
+    help: &'static str,
+    value: u64,
+}
+
+fn samples(state: &AdminState) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut push = |scope: &str,
+                    prefix: &str,
+                    labels: Vec<(&'static str, String)>,
+                    stat: &str,
+                    counter: bool,
+                    help: &'static str,
+                    value: u64| {
+        let family_stat = if counter && !stat.ends_with("_total") {
+            format!("{stat}_total")
+        } else {
+            stat.to_owned()
+        };
+        out.push(Sample {
+            dotted: if prefix.is_empty() {
+                format!("{scope}.{stat}")
+            } else {
+                format!("{scope}.{prefix}.{stat}")
+            },
+            family: format!("envoy_{scope}_{family_stat}"),
+            labels,
+            counter,
+            help,
+            value,
+        });
+    };
+    for cluster in &state.clusters {
+        let s = &cluster.stats;
+        let name = cluster.name();
+        let label = || vec![("envoy_cluster_name", name.to_owned())];
+        let hosts = cluster.hosts();
+        let healthy = hosts.iter().filter(|h| h.is_available()).count() as u64;
+        for (stat, counter, help, value) in [
+            (
+                "membership_change",
+                true,
+                "Host set changes",
+                s.membership_change.get(),
+            ),
+            ("membership_healthy", false, "Hosts in rotation", healthy),
+            (
+                "membership_total",
+                false,
+                "Hosts in the cluster",
+                hosts.len() as u64,
+            ),
+            (
+                "update_attempt",
+                true,
+                "DNS refreshes attempted",
+                s.update_attempt.get(),
+            ),
+            (
+                "update_failure",
+                true,
+                "DNS refreshes with a failed lookup",
+                s.update_failure.get(),
+            ),
+            (
+                "update_success",
+                true,
+                "DNS refreshes that succeeded",
+                s.update_success.get(),
+            ),
+            (
+                "upstream_cx_active",
+                false,
+                "Open upstream connections",
+                s.upstream_cx_active.get(),
+            ),
+            (
+                "upstream_cx_connect_fail",
+                true,
+                "Failed upstream connection attempts",
+                s.upstream_cx_connect_fail.get(),
+            ),
+            (
+                "upstream_cx_none_healthy",
+                true,
+                "Calls with no host to send to",
+                s.upstream_cx_none_healthy.get(),
+            ),
+            (
+                "upstream_cx_total",
+                true,
+                "Upstream connections opened",
+                s.upstream_cx_total.get(),
+            ),
+            (
+                "upstream_rq_active",
+                false,
+                "Upstream calls in flight",
+                s.upstream_rq_active.get(),
+            ),
+            (
+                "upstream_rq_error",
+                true,
+                "Upstream calls that failed (5xx-class gRPC status, reset, timeout)",
+                s.upstream_rq_error.get(),
+            ),
+            (
+                "upstream_rq_success",
+                true,
+                "Upstream calls that succeeded",
+                s.upstream_rq_success.get(),
+            ),
+            (
+                "upstream_rq_timeout",
+                true,
+                "Upstream calls that passed their deadline",
+                s.upstream_rq_timeout.get(),
+            ),
+            (
+                "upstream_rq_total",
+                true,
+                "Upstream calls sent",
+                s.upstream_rq_total.get(),
+            ),
+        ] {
+            push("cluster", name, label(), stat, counter, help, value);
+        }
+    }
+    for l in &state.listeners {
+        let s = &l.stats;
+        let label = || vec![("envoy_http_conn_manager_prefix", l.name.clone())];
+        for (stat, counter, help, value) in [
+            (
+                "downstream_cx_active",
+                false,
+                "Open client connections",
+                s.downstream_cx_active.get(),
+            ),
+            (
+                "downstream_cx_protocol_error",
+                true,
+                "Client connections refused or failed for protocol errors",
+                s.downstream_cx_protocol_error.get(),
+            ),
+            (
+                "downstream_cx_total",
+                true,
+                "Client connections accepted",
+                s.downstream_cx_total.get(),
+            ),
+            (
+                "downstream_rq_2xx",
+                true,
+                "Client requests answered 2xx",
+                s.downstream_rq_2xx.get(),
+            ),
+            (
+                "downstream_rq_4xx",
+                true,
+                "Client requests answered 4xx",
+                s.downstream_rq_4xx.get(),
+            ),
+            (
+                "downstream_rq_5xx",
+                true,
+                "Client requests answered 5xx",
+                s.downstream_rq_5xx.get(),
+            ),
+            (
+                "downstream_rq_active",
+                false,
+                "Client requests in flight",
+                s.downstream_rq_active.get(),
+            ),
+            (
+                "downstream_rq_rx_reset",
+                true,
+                "Client requests the client reset or abandoned",
+                s.downstream_rq_rx_reset.get(),
+            ),
+            (
+                "downstream_rq_timeout",
+                true,
+                "Client requests that passed their grpc-timeout",
+                s.downstream_rq_timeout.get(),
+            ),
+            (
+                "downstream_rq_total",
+                true,
+                "Client requests received",
+                s.downstream_rq_total.get(),
+            ),
+        ] {
+            push("http", &l.name, label(), stat, counter, help, value);
+        }
+    }
+    push(
+        "server",
+        "",
+        Vec::new(),
+        "live",
+        false,
+        "1 while serving, 0 while draining",
+        u64::from(state.ready.load(Ordering::Relaxed)),
+    );
+    push(
+        "server",
+        "",
+        Vec::new(),
+        "uptime",
+        false,
+        "Seconds since start",
+        state.started.elapsed().as_secs(),
+    );
+    push(
+        "access_log",
+        "",
+        Vec::new(),
+        "dropped",
+        true,
+        "Access log lines dropped because stdout could not keep up",
+        state.access_log_dropped.get(),
+    );
+    out
+}
+
+async fn stats(State(state): State<Arc<AdminState>>, Query(format): Query<Format>) -> Response {
+    let mut all = samples(&state);
+    all.sort_by(|a, b| a.dotted.cmp(&b.dotted));
+    if format.json() {
+        let stats: Vec<_> = all
+            .iter()
+            .map(|s| json!({ "name": s.dotted, "value": s.value }))
+            .collect();
+        return axum::Json(json!({ "stats": stats })).into_response();
+    }
+    let mut out = String::new();
+    for s in all {
+        let _ = writeln!(out, "{}: {}", s.dotted, s.value);
+    }
+    text(out)
+}
+
+/// Escapes a Prometheus label value.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition format (0.0.4).
+pub fn prometheus_text(state: &AdminState) -> String {
+    let mut all = samples(state);
+    for cluster in &state.clusters {
+        for host in cluster.all_hosts() {
+            for (stat, value, gauge) in host_stats(&host) {
+                let family = if gauge || stat.ends_with("_total") {
+                    format!("envoy_cluster_host_{stat}")
+                } else {
+                    format!("envoy_cluster_host_{stat}_total")
+                };
+                all.push(Sample {
+                    dotted: String::new(),
+                    family,
+                    labels: vec![
+                        ("envoy_cluster_name", cluster.name().to_owned()),
+                        ("host", host.addr.to_string()),
+                        ("hostname", host.hostname.clone()),
+                    ],
+                    counter: !gauge,
+                    help: "Per-host statistic, as in /clusters",
+                    value,
+                });
+            }
+        }
+    }
+    // Each family once, its samples together.
+    all.sort_by(|a, b| a.family.cmp(&b.family));
+    let mut out = String::new();
+    let mut last = String::new();
+    for s in &all {
+        if s.family != last {
+            let _ = writeln!(out, "# HELP {} {}", s.family, s.help);
+            let _ = writeln!(
+                out,
+                "# TYPE {} {}",
+                s.family,
+                if s.counter { "counter" } else { "gauge" }
+            );
+            last.clone_from(&s.family);
+        }
+        out.push_str(&s.family);
+        if !s.labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in s.labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{k}=\"{}\"", label_value(v));
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {}", s.value);
+    }
+    out
+}
+
+async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        prometheus_text(&state),
+    )
+        .into_response()
+}

@@ -1,0 +1,293 @@
+//! Clusters and their hosts: membership, per-host state and statistics.
+//!
+//! A [`Cluster`] holds the current set of [`Host`]s in an `ArcSwap`, so the
+//! per-call pick reads it without a lock while discovery replaces it. A host
+//! that leaves the set (its address vanished from DNS) moves to a draining
+//! list: it takes no new calls, its calls in flight finish on its open
+//! connection, and it is forgotten once that connection has closed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance;
+use crate::config::ClusterConfig;
+use crate::upstream::{self, Connection};
+
+/// A counter or gauge.
+#[derive(Debug, Default)]
+pub struct Stat(AtomicU64);
+
+impl Stat {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Envoy's per-host statistics, as `/clusters` prints them.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub cx_active: Stat,
+    pub cx_connect_fail: Stat,
+    pub cx_total: Stat,
+    pub rq_active: Stat,
+    pub rq_error: Stat,
+    pub rq_success: Stat,
+    pub rq_timeout: Stat,
+    pub rq_total: Stat,
+}
+
+/// Why a host is out of rotation: Envoy's `health_flags` bits.
+pub mod health {
+    /// Failed active health checking.
+    pub const FAILED_ACTIVE_HC: u8 = 1;
+    /// Ejected by outlier detection.
+    pub const FAILED_OUTLIER_CHECK: u8 = 2;
+    /// Removed from discovery; draining its calls in flight.
+    pub const PENDING_DYNAMIC_REMOVAL: u8 = 4;
+
+    /// Envoy's text form: `healthy`, or the flags joined as `/a/b`.
+    pub fn describe(flags: u8) -> String {
+        if flags == 0 {
+            return "healthy".into();
+        }
+        let mut out = String::new();
+        for (bit, name) in [
+            (FAILED_ACTIVE_HC, "/failed_active_hc"),
+            (FAILED_OUTLIER_CHECK, "/failed_outlier_check"),
+            (PENDING_DYNAMIC_REMOVAL, "/pending_dynamic_removal"),
+        ] {
+            if flags & bit != 0 {
+                out.push_str(name);
+            }
+        }
+        out
+    }
+}
+
+/// One upstream address of a cluster.
+#[derive(Debug)]
+pub struct Host {
+    pub addr: SocketAddr,
+    /// The name it was resolved from (the IP itself for a static host).
+    pub hostname: String,
+    pub stats: HostStats,
+    flags: AtomicU8,
+    /// The HTTP/2 connection, kept open (and reopened) by a maintainer task.
+    pub conn: Connection,
+    stop: CancellationToken,
+    drained: AtomicBool,
+}
+
+impl Host {
+    fn new(addr: SocketAddr, hostname: String) -> Self {
+        Host {
+            addr,
+            hostname,
+            stats: HostStats::default(),
+            flags: AtomicU8::new(0),
+            conn: Connection::new(),
+            stop: CancellationToken::new(),
+            drained: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether new calls may be sent here.
+    pub fn is_available(&self) -> bool {
+        self.flags.load(Relaxed) == 0
+    }
+
+    /// The `health_flags` bits.
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Relaxed)
+    }
+
+    pub fn set_flag(&self, flag: u8) {
+        self.flags.fetch_or(flag, Relaxed);
+    }
+
+    pub fn clear_flag(&self, flag: u8) {
+        self.flags.fetch_and(!flag, Relaxed);
+    }
+
+    /// Whether the host left discovery and its last connection has closed.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Relaxed)
+    }
+
+    /// Counts a call sent to this host; the guard ends it.
+    pub fn start_request(self: &Arc<Self>) -> RequestGuard {
+        self.stats.rq_total.inc();
+        self.stats.rq_active.inc();
+        RequestGuard {
+            host: Arc::clone(self),
+        }
+    }
+}
+
+/// Keeps `rq_active` right however a call ends (even on panic or cancel).
+#[derive(Debug)]
+pub struct RequestGuard {
+    pub host: Arc<Host>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.host.stats.rq_active.dec();
+    }
+}
+
+/// Cluster-wide statistics, named as Envoy names them under `cluster.<name>.`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub upstream_rq_total: Stat,
+    pub upstream_rq_active: Stat,
+    pub upstream_rq_success: Stat,
+    pub upstream_rq_error: Stat,
+    pub upstream_rq_timeout: Stat,
+    pub upstream_cx_total: Stat,
+    pub upstream_cx_active: Stat,
+    pub upstream_cx_connect_fail: Stat,
+    pub upstream_cx_none_healthy: Stat,
+    pub membership_change: Stat,
+    pub update_attempt: Stat,
+    pub update_success: Stat,
+    pub update_failure: Stat,
+}
+
+/// A named set of hosts that calls are balanced over.
+#[derive(Debug)]
+pub struct Cluster {
+    pub config: ClusterConfig,
+    hosts: ArcSwap<Vec<Arc<Host>>>,
+    draining: Mutex<Vec<Arc<Host>>>,
+    rr: AtomicUsize,
+    pub stats: ClusterStats,
+    /// Owns every host's connection maintainer.
+    tasks: TaskTracker,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig, tasks: TaskTracker) -> Arc<Self> {
+        Arc::new(Cluster {
+            config,
+            hosts: ArcSwap::from_pointee(Vec::new()),
+            draining: Mutex::new(Vec::new()),
+            rr: AtomicUsize::new(0),
+            stats: ClusterStats::default(),
+            tasks,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The current members, in address order.
+    pub fn hosts(&self) -> Arc<Vec<Arc<Host>>> {
+        self.hosts.load_full()
+    }
+
+    /// Members and hosts still draining, for reports.
+    pub fn all_hosts(&self) -> Vec<Arc<Host>> {
+        let mut all: Vec<Arc<Host>> = self.hosts.load().iter().cloned().collect();
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        draining.retain(|h| !h.is_drained());
+        all.extend(draining.iter().cloned());
+        all
+    }
+
+    /// Picks a host for one call, skipping the addresses in `exclude`.
+    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Arc<Host>> {
+        let hosts = self.hosts.load();
+        balance::pick(self.config.lb, &hosts, &self.rr, exclude)
+    }
+
+    /// Replaces the membership with `wanted` (address, hostname), in place:
+    /// hosts already known keep their connection and statistics, new ones
+    /// start connecting, and vanished ones drain.
+    pub fn update(self: &Arc<Self>, wanted: &[(SocketAddr, String)]) -> Changes {
+        let current = self.hosts.load_full();
+        let mut next: Vec<Arc<Host>> = Vec::with_capacity(wanted.len());
+        let mut changes = Changes::default();
+        for (addr, hostname) in wanted {
+            if next.iter().any(|h| h.addr == *addr) {
+                continue;
+            }
+            match current.iter().find(|h| h.addr == *addr) {
+                Some(host) => next.push(Arc::clone(host)),
+                None => {
+                    let host = Arc::new(Host::new(*addr, hostname.clone()));
+                    self.tasks.spawn(upstream::maintain(
+                        Arc::clone(self),
+                        Arc::clone(&host),
+                        host.stop.clone(),
+                    ));
+                    changes.added.push(*addr);
+                    next.push(host);
+                }
+            }
+        }
+        next.sort_by_key(|h| h.addr);
+        let removed: Vec<Arc<Host>> = current
+            .iter()
+            .filter(|h| !next.iter().any(|n| n.addr == h.addr))
+            .cloned()
+            .collect();
+        if changes.added.is_empty() && removed.is_empty() {
+            return changes;
+        }
+        self.hosts.store(Arc::new(next));
+        self.stats.membership_change.inc();
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        for host in removed {
+            host.set_flag(health::PENDING_DYNAMIC_REMOVAL);
+            host.stop.cancel();
+            changes.removed.push(host.addr);
+            draining.push(host);
+        }
+        changes
+    }
+
+    /// Stops every host's maintainer: no reconnects; open connections close
+    /// once their calls finish.
+    pub fn shut_down(&self) {
+        for host in self.hosts.load().iter() {
+            host.stop.cancel();
+        }
+    }
+
+    /// Called by a host's maintainer when its last connection has closed.
+    pub(crate) fn host_drained(&self, host: &Host) {
+        host.drained.store(true, Relaxed);
+    }
+}
+
+/// What an update changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<SocketAddr>,
+    pub removed: Vec<SocketAddr>,
+}
+
+/// A host at `10.0.0.<i>:8080` with no maintainer, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_host(i: u8) -> Arc<Host> {
+    Arc::new(Host::new(
+        SocketAddr::from(([10, 0, 0, i], 8080)),
+        format!("host{i}"),
+    ))
+}

@@ -1,0 +1,728 @@
+//! Configuration: the command line, the YAML file, and the validated [`Config`].
+//!
+//! Flags cover the common case (one listener, one cluster); the YAML file
+//! (`--config`) describes the whole. When both are given, flags override the
+//! file's first listener and the cluster it routes to. Everything is checked
+//! before anything binds, and every problem is reported at once.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Deserializer};
+
+/// HTTP/2-aware balancing proxy for gRPC: every call goes to a backend picked
+/// for that call, backends are found (and re-found) by DNS, and the admin
+/// interface speaks Envoy's formats.
+///
+/// Flags configure one listener and one cluster; --config FILE describes any
+/// number of each (flags then override the first listener and its cluster).
+#[derive(Debug, Default, Parser)]
+#[command(name = "proxy", version, about, long_about = None)]
+pub struct Cli {
+    /// YAML configuration file (see docs/proxy.md).
+    #[arg(long, short = 'c', env = "PROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Load and check the configuration, print a summary, and exit (0 when valid).
+    #[arg(long)]
+    pub validate: bool,
+    /// Address of the proxy listener [default: 0.0.0.0:8000].
+    #[arg(long, env = "PROXY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// `l7` balances every HTTP/2 request (call); `l4` balances TCP connections [default: l7].
+    #[arg(long, env = "PROXY_MODE")]
+    pub mode: Option<Mode>,
+    /// Upstream HOST:PORT; a name is resolved to all its addresses, each a host. Repeatable.
+    #[arg(
+        long = "upstream",
+        short = 'u',
+        env = "PROXY_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub upstreams: Vec<String>,
+    /// Name of the cluster, as shown in /clusters and stats [default: backend].
+    #[arg(long, env = "PROXY_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// How a host is picked for each call [default: round_robin].
+    #[arg(long, env = "PROXY_LB")]
+    pub lb: Option<LbPolicy>,
+    /// How often host names are resolved again [default: 5s].
+    #[arg(long, env = "PROXY_DNS_REFRESH", value_parser = common::parse_duration)]
+    pub dns_refresh: Option<Duration>,
+    /// DNS server IP[:PORT] to ask instead of the system resolver. Repeatable.
+    #[arg(
+        long = "dns-resolver",
+        env = "PROXY_DNS_RESOLVER",
+        value_delimiter = ','
+    )]
+    pub dns_resolvers: Vec<String>,
+    /// Deadline for opening a connection to a host [default: 1s].
+    #[arg(long, env = "PROXY_CONNECT_TIMEOUT", value_parser = common::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Admin interface address, or `off` [default: 127.0.0.1:8001].
+    #[arg(long, env = "PROXY_ADMIN")]
+    pub admin: Option<String>,
+    /// Access log to stdout: `on` or `off` [default: on].
+    #[arg(long, env = "PROXY_ACCESS_LOG")]
+    pub access_log: Option<Switch>,
+    /// Worker threads; 0 means one per CPU core [default: 0].
+    #[arg(long, env = "PROXY_WORKERS")]
+    pub workers: Option<usize>,
+    /// On SIGTERM or SIGINT, how long calls in flight may take to finish [default: 30s].
+    #[arg(long, env = "PROXY_DRAIN_TIMEOUT", value_parser = common::parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// What a listener balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// HTTP/2 requests: each call goes to its own pick.
+    #[default]
+    L7,
+    /// TCP connections: bytes are copied, every call of a connection lands on one host.
+    L4,
+}
+
+/// How a host is picked. See [`crate::balance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl fmt::Display for LbPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::LeastRequest => "least_request",
+            LbPolicy::Random => "random",
+        })
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::L7 => "l7",
+            Mode::L4 => "l4",
+        })
+    }
+}
+
+/// An upstream as configured: a name or an IP literal, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// The address, when the host is an IP literal (a static host, never resolved).
+    pub fn ip(&self) -> Option<SocketAddr> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("upstream {s:?} must be HOST:PORT, e.g. backend:8080 or 10.0.0.5:8080");
+        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let valid_name = !host.is_empty()
+            && host.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '[' | ']' | ':')
+            });
+        if !valid_name || port == 0 {
+            return Err(bad());
+        }
+        Ok(Upstream {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Admin interface, or `None` when turned off.
+    pub admin: Option<SocketAddr>,
+    /// Whether the access log goes to stdout.
+    pub access_log: bool,
+    pub listeners: Vec<ListenerConfig>,
+    pub clusters: Vec<ClusterConfig>,
+    /// DNS servers to ask; empty means the system resolver (getaddrinfo).
+    pub dns_resolvers: Vec<SocketAddr>,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Drain deadline after a shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+/// One listener: where it listens, how it balances, to which cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(default = "default_listener_name")]
+    pub name: String,
+    #[serde(default = "default_listen")]
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "default_cluster_name")]
+    pub cluster: String,
+}
+
+/// One cluster: its upstreams and how calls are spread over their hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+    #[serde(default)]
+    pub lb: LbPolicy,
+    #[serde(default = "default_dns_refresh", deserialize_with = "duration")]
+    pub dns_refresh: Duration,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+fn default_listener_name() -> String {
+    "ingress".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8000))
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8001))
+}
+fn default_cluster_name() -> String {
+    "backend".into()
+}
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    common::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+impl ClusterConfig {
+    /// A cluster named `name` over `upstreams`, everything else default.
+    pub fn new(name: &str, upstreams: Vec<Upstream>) -> Self {
+        ClusterConfig {
+            name: name.into(),
+            upstreams,
+            lb: LbPolicy::default(),
+            dns_refresh: default_dns_refresh(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// A listener named `ingress` on `address`, sending to `cluster`.
+    pub fn new(address: SocketAddr, mode: Mode, cluster: &str) -> Self {
+        ListenerConfig {
+            name: default_listener_name(),
+            address,
+            mode,
+            cluster: cluster.into(),
+        }
+    }
+}
+
+/// The file as written; turned into a [`Config`] by [`Config::load`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    admin: Option<String>,
+    #[serde(default = "default_true")]
+    access_log: bool,
+    #[serde(default)]
+    listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    clusters: Vec<ClusterConfig>,
+    #[serde(default)]
+    dns: DnsFile,
+    #[serde(default)]
+    workers: usize,
+    #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
+    drain_timeout: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsFile {
+    #[serde(default)]
+    resolvers: Vec<String>,
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads `--config` if given, applies the flags over it, and validates.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: FileConfig =
+                    serde_norway::from_str(&text).map_err(|e| ConfigError::Parse {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                Some(file)
+            }
+            None => None,
+        };
+        Self::merge(file, cli)
+    }
+
+    fn merge(file: Option<FileConfig>, cli: &Cli) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let from_file = file.is_some();
+        let file = file.unwrap_or(FileConfig {
+            admin: None,
+            access_log: true,
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+            dns: DnsFile::default(),
+            workers: 0,
+            drain_timeout: default_drain_timeout(),
+        });
+        let mut listeners = file.listeners;
+        let mut clusters = file.clusters;
+
+        // Flags describe the first listener and the cluster it routes to.
+        if listeners.is_empty() {
+            let cluster = cli
+                .cluster_name
+                .clone()
+                .or_else(|| clusters.first().map(|c| c.name.clone()))
+                .unwrap_or_else(default_cluster_name);
+            listeners.push(ListenerConfig::new(default_listen(), Mode::L7, &cluster));
+        }
+        if let Some(first) = listeners.first_mut() {
+            if let Some(addr) = cli.listen {
+                first.address = addr;
+            }
+            if let Some(mode) = cli.mode {
+                first.mode = mode;
+            }
+        }
+        let target = listeners[0].cluster.clone();
+        let flags_touch_cluster = !cli.upstreams.is_empty()
+            || cli.lb.is_some()
+            || cli.dns_refresh.is_some()
+            || cli.connect_timeout.is_some()
+            || cli.cluster_name.is_some();
+        if flags_touch_cluster || clusters.is_empty() {
+            let index = match clusters.iter().position(|c| c.name == target) {
+                Some(i) => i,
+                None => {
+                    clusters.push(ClusterConfig::new(&target, Vec::new()));
+                    clusters.len() - 1
+                }
+            };
+            let cluster = &mut clusters[index];
+            if let Some(name) = &cli.cluster_name {
+                cluster.name = name.clone();
+                listeners[0].cluster = name.clone();
+            }
+            if !cli.upstreams.is_empty() {
+                cluster.upstreams.clear();
+                for u in &cli.upstreams {
+                    match u.parse() {
+                        Ok(u) => cluster.upstreams.push(u),
+                        Err(e) => problems.push(format!("--upstream: {e}")),
+                    }
+                }
+            }
+            if let Some(lb) = cli.lb {
+                cluster.lb = lb;
+            }
+            if let Some(d) = cli.dns_refresh {
+                cluster.dns_refresh = d;
+            }
+            if let Some(d) = cli.connect_timeout {
+                cluster.connect_timeout = d;
+            }
+        }
+
+        let admin_text = cli.admin.clone().or(file.admin);
+        let admin = match admin_text.as_deref().map(str::trim) {
+            None => Some(default_admin()),
+            Some("off") | Some("none") | Some("") => None,
+            Some(text) => match text.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problems.push(format!(
+                        "admin address {text:?} must be IP:PORT (e.g. 127.0.0.1:8001) or `off`"
+                    ));
+                    None
+                }
+            },
+        };
+
+        let resolver_texts = if cli.dns_resolvers.is_empty() {
+            file.dns.resolvers
+        } else {
+            cli.dns_resolvers.clone()
+        };
+        let mut dns_resolvers = Vec::new();
+        for r in &resolver_texts {
+            match parse_resolver(r) {
+                Some(addr) => dns_resolvers.push(addr),
+                None => problems.push(format!(
+                    "DNS resolver {r:?} must be IP or IP:PORT (e.g. 10.0.0.2 or 127.0.0.1:5353)"
+                )),
+            }
+        }
+
+        let config = Config {
+            admin,
+            access_log: match cli.access_log {
+                Some(Switch::On) => true,
+                Some(Switch::Off) => false,
+                None => file.access_log,
+            },
+            listeners,
+            clusters,
+            dns_resolvers,
+            workers: cli.workers.unwrap_or(file.workers),
+            drain_timeout: cli.drain_timeout.unwrap_or(file.drain_timeout),
+        };
+        problems.extend(config.problems(from_file));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Checks what serde and clap could not; returns every problem found.
+    fn problems(&self, from_file: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for c in &self.clusters {
+            if !names.insert(c.name.as_str()) {
+                problems.push(format!("cluster {:?} is defined twice", c.name));
+            }
+            if c.name.is_empty() || c.name.contains("::") || c.name.contains(char::is_whitespace) {
+                problems.push(format!(
+                    "cluster name {:?} must be non-empty, without spaces or `::`",
+                    c.name
+                ));
+            }
+            if c.upstreams.is_empty() {
+                let hint = if from_file {
+                    "list them under `upstreams:`"
+                } else {
+                    "give --upstream HOST:PORT (or a config file with --config)"
+                };
+                problems.push(format!("cluster {:?} has no upstreams: {hint}", c.name));
+            }
+            if c.dns_refresh < Duration::from_millis(100) {
+                problems.push(format!(
+                    "cluster {:?}: dns_refresh must be at least 100ms",
+                    c.name
+                ));
+            }
+            if c.connect_timeout.is_zero() {
+                problems.push(format!(
+                    "cluster {:?}: connect_timeout must be more than zero",
+                    c.name
+                ));
+            }
+        }
+        let mut listener_names = std::collections::HashSet::new();
+        let mut addrs = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !listener_names.insert(l.name.as_str()) {
+                problems.push(format!("listener {:?} is defined twice", l.name));
+            }
+            if l.address.port() != 0 && !addrs.insert(l.address) {
+                problems.push(format!("two listeners use {}", l.address));
+            }
+            if !names.contains(l.cluster.as_str()) {
+                problems.push(format!(
+                    "listener {:?} routes to cluster {:?}, which is not defined",
+                    l.name, l.cluster
+                ));
+            }
+        }
+        if let Some(admin) = self.admin
+            && admin.port() != 0
+            && addrs.contains(&admin)
+        {
+            problems.push(format!(
+                "the admin interface and a listener both use {admin}"
+            ));
+        }
+        if self.drain_timeout.is_zero() {
+            problems.push("drain_timeout must be more than zero".into());
+        }
+        problems
+    }
+
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// A human summary, printed by `--validate`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for l in &self.listeners {
+            out.push_str(&format!(
+                "listener {} on {} ({}) -> cluster {}\n",
+                l.name, l.address, l.mode, l.cluster
+            ));
+        }
+        for c in &self.clusters {
+            let ups: Vec<String> = c
+                .upstreams
+                .iter()
+                .map(|u| {
+                    if u.ip().is_some() {
+                        format!("{u} (static)")
+                    } else {
+                        format!("{u} (DNS every {})", common::format_duration(c.dns_refresh))
+                    }
+                })
+                .collect();
+            out.push_str(&format!(
+                "cluster {}: {}, lb {}, connect timeout {}\n",
+                c.name,
+                ups.join(", "),
+                c.lb,
+                common::format_duration(c.connect_timeout)
+            ));
+        }
+        match self.admin {
+            Some(a) => out.push_str(&format!("admin on {a}\n")),
+            None => out.push_str("admin off\n"),
+        }
+        out.push_str(&format!(
+            "access log {}, DNS {}, workers {}, drain timeout {}\n",
+            if self.access_log { "on" } else { "off" },
+            if self.dns_resolvers.is_empty() {
+                "system resolver".to_owned()
+            } else {
+                self.dns_resolvers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            if self.workers == 0 {
+                "one per core".to_owned()
+            } else {
+                self.workers.to_string()
+            },
+            common::format_duration(self.drain_timeout)
+        ));
+        out
+    }
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_resolver(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("proxy").chain(args.iter().copied())).expect("flags")
+    }
+
+    fn from_yaml(yaml: &str, args: &[&str]) -> Result<Config, ConfigError> {
+        let file: FileConfig = serde_norway::from_str(yaml).map_err(|e| ConfigError::Parse {
+            path: "test.yaml".into(),
+            message: e.to_string(),
+        })?;
+        Config::merge(Some(file), &cli(args))
+    }
+
+    #[test]
+    fn flags_alone_make_one_listener_and_one_cluster() {
+        let config = Config::load(&cli(&[
+            "--upstream",
+            "backend:8080",
+            "--lb",
+            "least_request",
+        ]))
+        .expect("valid");
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].address, default_listen());
+        assert_eq!(config.listeners[0].cluster, "backend");
+        let cluster = config.cluster("backend").expect("cluster");
+        assert_eq!(cluster.upstreams[0].host, "backend");
+        assert_eq!(cluster.lb, LbPolicy::LeastRequest);
+        assert_eq!(cluster.dns_refresh, Duration::from_secs(5));
+        assert_eq!(config.admin, Some(default_admin()));
+        assert!(config.access_log);
+    }
+
+    #[test]
+    fn no_upstream_is_a_clear_error() {
+        let err = Config::load(&cli(&[])).unwrap_err().to_string();
+        assert!(err.contains("has no upstreams"), "{err}");
+        assert!(err.contains("--upstream"), "{err}");
+    }
+
+    #[test]
+    fn the_file_describes_everything_and_flags_override_it() {
+        let yaml = r#"
+admin: 0.0.0.0:9901
+access_log: false
+dns:
+  resolvers: [127.0.0.1:5353]
+listeners:
+  - name: grpc
+    address: 0.0.0.0:8000
+    cluster: backend
+  - name: tcp
+    address: 0.0.0.0:8002
+    mode: l4
+    cluster: backend
+clusters:
+  - name: backend
+    upstreams: [backend:8080, 10.0.0.9:8080]
+    lb: random
+    dns_refresh: 2s
+"#;
+        let config = from_yaml(yaml, &["--listen", "127.0.0.1:7000"]).expect("valid");
+        assert_eq!(config.admin, Some("0.0.0.0:9901".parse().unwrap()));
+        assert!(!config.access_log);
+        assert_eq!(
+            config.listeners[0].address,
+            "127.0.0.1:7000".parse().unwrap()
+        );
+        assert_eq!(config.listeners[1].mode, Mode::L4);
+        let cluster = config.cluster("backend").unwrap();
+        assert_eq!(cluster.lb, LbPolicy::Random);
+        assert_eq!(cluster.dns_refresh, Duration::from_secs(2));
+        assert_eq!(
+            cluster.upstreams[1].ip(),
+            Some("10.0.0.9:8080".parse().unwrap())
+        );
+        assert_eq!(config.dns_resolvers, ["127.0.0.1:5353".parse().unwrap()]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let yaml = r#"
+admin: nowhere
+listeners:
+  - name: a
+    cluster: missing
+clusters:
+  - name: backend
+    upstreams: []
+    dns_refresh: 1ms
+"#;
+        let err = from_yaml(yaml, &[]).unwrap_err().to_string();
+        for needle in [
+            "admin address",
+            "not defined",
+            "no upstreams",
+            "dns_refresh",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_the_place() {
+        let err = from_yaml("clusters:\n  - name: b\n    upstrems: [x:1]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstrems"), "{err}");
+        let err = from_yaml("clusters:\n  - name: b\n    upstreams: [nohost]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HOST:PORT"), "{err}");
+        let err = from_yaml("clusters:\n  - name: b\n    lb: fastest\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fastest"), "{err}");
+    }
+
+    #[test]
+    fn upstreams_parse_names_and_literals() {
+        let u: Upstream = "backend:8080".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.ip()), ("backend", 8080, None));
+        let u: Upstream = "[::1]:9".parse().unwrap();
+        assert_eq!(u.ip(), Some("[::1]:9".parse().unwrap()));
+        assert!("backend".parse::<Upstream>().is_err());
+        assert!("backend:0".parse::<Upstream>().is_err());
+        assert!("a b:1".parse::<Upstream>().is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The little of gRPC the proxy must know, all from headers: recognising a gRPC
+//! call, reading `grpc-status`, and answering locally in gRPC form
+//! ("trailers-only") when no upstream answer can be had. Messages are never
+//! decoded.
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+/// gRPC status codes the proxy produces or reasons about.
+pub mod code {
+    pub const OK: u16 = 0;
+    pub const CANCELLED: u16 = 1;
+    pub const UNKNOWN: u16 = 2;
+    pub const DEADLINE_EXCEEDED: u16 = 4;
+    pub const RESOURCE_EXHAUSTED: u16 = 8;
+    pub const UNIMPLEMENTED: u16 = 12;
+    pub const INTERNAL: u16 = 13;
+    pub const UNAVAILABLE: u16 = 14;
+    pub const DATA_LOSS: u16 = 15;
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|...]`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `grpc-status` in a header or trailer block, if any.
+pub fn status(headers: &HeaderMap) -> Option<u16> {
+    let value = headers.get("grpc-status")?;
+    std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether a gRPC status is the server's fault (what HTTP would call 5xx),
+/// using the mapping Envoy applies to gRPC responses.
+pub fn is_server_error(code: u16) -> bool {
+    matches!(
+        code,
+        code::UNKNOWN
+            | code::DEADLINE_EXCEEDED
+            | code::UNIMPLEMENTED
+            | code::INTERNAL
+            | code::UNAVAILABLE
+            | code::DATA_LOSS
+    )
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC spec asks: bytes outside
+/// printable ASCII, and `%` itself.
+pub fn encode_message(message: &str) -> HeaderValue {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("proxy error"))
+}
+
+/// A local answer to a call that got no upstream answer: trailers-only gRPC
+/// (HTTP 200 with `grpc-status`) for gRPC calls, a plain HTTP status otherwise.
+pub fn local_reply(grpc: bool, code: u16, message: &str) -> Response<()> {
+    let mut response = Response::new(());
+    if grpc {
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(code));
+        headers.insert("grpc-message", encode_message(message));
+    } else {
+        *response.status_mut() = http_status(code);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    response
+}
+
+/// The HTTP status for a non-gRPC request that failed with `code`.
+fn http_status(code: u16) -> StatusCode {
+    match code {
+        code::DEADLINE_EXCEEDED => StatusCode::GATEWAY_TIMEOUT,
+        code::RESOURCE_EXHAUSTED | code::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Trailers that end an already started response with `code`.
+pub fn trailers(code: u16, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from(code));
+    trailers.insert("grpc-message", encode_message(message));
+    trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_percent_encoded() {
+        assert_eq!(encode_message("no healthy upstream"), "no healthy upstream");
+        assert_eq!(encode_message("100% é"), "100%25 %C3%A9");
+        assert_eq!(encode_message("a\nb"), "a%0Ab");
+    }
+
+    #[test]
+    fn status_is_read_from_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(status(&h), None);
+        h.insert("grpc-status", HeaderValue::from_static("14"));
+        assert_eq!(status(&h), Some(14));
+        h.insert("grpc-status", HeaderValue::from_static("x"));
+        assert_eq!(status(&h), None);
+    }
+
+    #[test]
+    fn local_replies_are_trailers_only_for_grpc_and_plain_otherwise() {
+        let r = local_reply(true, code::UNAVAILABLE, "no healthy upstream");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        let r = local_reply(false, code::DEADLINE_EXCEEDED, "late");
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn server_errors_follow_envoys_mapping() {
+        assert!(is_server_error(code::UNAVAILABLE));
+        assert!(is_server_error(code::INTERNAL));
+        assert!(!is_server_error(code::OK));
+        assert!(!is_server_error(3)); // INVALID_ARGUMENT is the caller's fault
+        assert!(!is_server_error(code::CANCELLED));
+    }
+}

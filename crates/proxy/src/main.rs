@@ -1,0 +1,61 @@
+//! `proxy`: parse flags, load and validate the configuration, bind, serve
+//! until SIGTERM or SIGINT, drain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use proxy::config::{Cli, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_tracing("info,h2=warn,hickory_proto=warn,hickory_resolver=warn");
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("proxy: {e}");
+            return ExitCode::from(common::EXIT_CONFIG as u8);
+        }
+    };
+    if cli.validate {
+        print!("configuration OK\n{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+
+    let mut builder = if config.workers == 1 {
+        // One core: no work stealing to pay for.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if config.workers > 1 {
+            b.worker_threads(config.workers);
+        }
+        b
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listeners = match proxy::Listeners::bind(&config).await {
+            Ok(listeners) => listeners,
+            Err(e) => {
+                eprintln!("proxy: {}", common::error_chain(&e));
+                return ExitCode::from(common::EXIT_CONFIG as u8);
+            }
+        };
+        let shutdown = async {
+            let signal = common::shutdown_signal().await;
+            tracing::info!(signal, "signal received");
+        };
+        match proxy::run(config, listeners, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %common::error_chain(&e), "proxy failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

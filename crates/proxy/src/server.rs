@@ -1,0 +1,295 @@
+//! The L7 listener: accepts TCP connections, checks that they speak HTTP/2
+//! with prior knowledge, and hands every stream to [`crate::forward`].
+//!
+//! The first bytes of a connection decide its fate. The HTTP/2 preface is
+//! replayed into h2. An HTTP/1.x request gets a plain `505` that says what
+//! this port expects, and anything else gets an HTTP/2 GOAWAY with
+//! PROTOCOL_ERROR; both are then closed. A client that sends nothing within
+//! the handshake timeout is dropped. None of it can disturb other clients:
+//! each connection lives in its own task.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::forward::{self, Route};
+
+/// The client connection preface of HTTP/2 (RFC 9113 section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long a new connection may take to send its preface.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Flow-control windows towards clients.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// The largest request header block accepted (Envoy's default is 60 KiB).
+const MAX_HEADER_LIST: u32 = 60 << 10;
+/// Streams one client may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Accepts until `shutdown`, then returns; connections already accepted are
+/// drained by their own tasks (owned by `tasks`).
+pub async fn serve(
+    listener: TcpListener,
+    route: Arc<Route>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let span = tracing::debug_span!("conn", listener = %route.listener, %peer);
+                tasks.spawn(
+                    connection(
+                        tcp,
+                        peer,
+                        Arc::clone(&route),
+                        shutdown.clone(),
+                        tasks.clone(),
+                    )
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(listener = %route.listener, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let stats = Arc::clone(&route.stats);
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let _active = scopeguard(move || stats.downstream_cx_active.dec());
+
+    let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, preface(tcp)).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(refused)) => {
+            route.stats.downstream_cx_protocol_error.inc();
+            tracing::info!(%peer, "refused connection: {refused}");
+            return;
+        }
+        Err(_) => {
+            route.stats.downstream_cx_protocol_error.inc();
+            tracing::debug!(%peer, "no HTTP/2 preface within {HANDSHAKE_TIMEOUT:?}; closed");
+            return;
+        }
+    };
+
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let handshake = builder.handshake::<_, bytes::Bytes>(io);
+    let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            route.stats.downstream_cx_protocol_error.inc();
+            tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP/2 handshake timed out");
+            return;
+        }
+    };
+
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    tasks.spawn(forward::handle(Arc::clone(&route), request, respond));
+                }
+                Some(Err(e)) => {
+                    if e.is_io() || e.is_go_away() {
+                        tracing::debug!(%peer, error = %e, "client connection ended");
+                    } else {
+                        route.stats.downstream_cx_protocol_error.inc();
+                        tracing::info!(%peer, error = %e, "client connection failed");
+                    }
+                    break;
+                }
+                None => break,
+            },
+            () = shutdown.cancelled(), if !draining => {
+                // GOAWAY: no new streams; those open finish, then accept() ends.
+                conn.graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// Reads the first bytes: the HTTP/2 preface, replayed for h2, or a refusal.
+async fn preface(mut tcp: TcpStream) -> Result<Rewind, String> {
+    let mut buf = [0u8; PREFACE.len()];
+    let mut n = 0;
+    while n < buf.len() {
+        let read = tcp
+            .read(&mut buf[n..])
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if read == 0 {
+            return Err("closed before the HTTP/2 preface".into());
+        }
+        n += read;
+        if buf[..n] != PREFACE[..n] {
+            return Err(refuse(&mut tcp, &buf[..n]).await);
+        }
+    }
+    Ok(Rewind {
+        prefix: &PREFACE[..],
+        tcp,
+    })
+}
+
+/// Tells a client that does not speak HTTP/2 what went wrong, then closes.
+async fn refuse(tcp: &mut TcpStream, first: &[u8]) -> String {
+    // An HTTP/1.x request line starts with a method in capitals ("GET /");
+    // the preface's own first letter is 'P', so a mismatch can come early.
+    let http1 = first.first().is_some_and(u8::is_ascii_uppercase);
+    let reply: Vec<u8> = if http1 {
+        let body = "This port speaks HTTP/2 with prior knowledge (h2c), as gRPC clients do; HTTP/1.x is not served here.\n";
+        format!(
+            "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    } else {
+        goaway_frames(b"expected the HTTP/2 connection preface")
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(&reply).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+    if http1 {
+        "HTTP/1.x request on an HTTP/2 port (answered 505)".into()
+    } else {
+        "not HTTP/2 (answered GOAWAY PROTOCOL_ERROR)".into()
+    }
+}
+
+/// An empty SETTINGS frame then GOAWAY(last stream 0, PROTOCOL_ERROR, `debug`).
+fn goaway_frames(debug: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 9 + 8 + debug.len());
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let len = 8 + debug.len();
+    out.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        0x7,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    out.extend_from_slice(&[0, 0, 0, 0]); // last stream id
+    out.extend_from_slice(&[0, 0, 0, 1]); // PROTOCOL_ERROR
+    out.extend_from_slice(debug);
+    out
+}
+
+/// A TCP stream whose first bytes (already read) are served again.
+#[derive(Debug)]
+pub struct Rewind {
+    prefix: &'static [u8],
+    tcp: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix = &self.prefix[n..];
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goaway_is_a_well_formed_frame_pair() {
+        let frames = goaway_frames(b"x");
+        assert_eq!(&frames[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(&frames[9..12], &[0, 0, 9]);
+        assert_eq!(frames[12], 7);
+        assert_eq!(&frames[22..26], &[0, 0, 0, 1]);
+        assert_eq!(frames.len(), 9 + 9 + 9);
+    }
+}

@@ -1,0 +1,299 @@
+//! Upstream HTTP/2 connections: one multiplexed connection per host, opened
+//! ahead of the first call, kept open, and reopened with backoff when lost.
+//!
+//! A maintainer task per host owns the connection. It publishes the current
+//! [`State`] in a `watch` channel; a call takes a cheap clone of the h2
+//! `SendRequest` from it and opens its stream there. When a call finds the
+//! connection refusing new streams (the host sent GOAWAY, or it closed), it
+//! reports that and the maintainer opens a fresh connection at once while the
+//! old one finishes the calls it carries. A host that cannot be reached is
+//! marked `Down` between attempts, so calls fail over to another host
+//! immediately instead of waiting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Cluster, Host};
+
+/// Flow-control windows towards upstreams: large enough that one stream can
+/// move data at loopback speed without waiting for WINDOW_UPDATEs.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// The largest response header block accepted from an upstream.
+const MAX_HEADER_LIST: u32 = 64 << 10;
+/// A connection that lived at least this long is reopened without backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What a call can use right now.
+#[derive(Clone, Debug)]
+pub enum State {
+    /// A connection attempt is under way.
+    Connecting,
+    /// Open; new streams go here.
+    Ready {
+        sender: SendRequest<Bytes>,
+        generation: u64,
+    },
+    /// The last attempt failed; the next one comes after a backoff.
+    Down { error: Arc<str> },
+    /// The host left the cluster: no new calls.
+    Closed,
+}
+
+/// Why a call could not get a stream on a host. The call never reached it,
+/// so trying another host is always safe.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection failure: {0}")]
+    ConnectFailed(Arc<str>),
+    #[error("connection timeout")]
+    ConnectTimeout,
+    #[error("host removed")]
+    Closed,
+    #[error("connection refused new streams: {0}")]
+    Refused(Arc<str>),
+}
+
+/// The connection slot of one host.
+#[derive(Debug)]
+pub struct Connection {
+    state: watch::Sender<State>,
+    broken: Notify,
+    generation: AtomicU64,
+}
+
+/// A handle on the current connection, for opening one stream.
+#[derive(Debug)]
+pub struct Lease {
+    pub sender: SendRequest<Bytes>,
+    pub generation: u64,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Connection {
+    pub fn new() -> Self {
+        Connection {
+            state: watch::Sender::new(State::Connecting),
+            broken: Notify::new(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The current state, for reports.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// A lease on the open connection, waiting at most `wait` while one is
+    /// being opened. Fails at once when the host is down or removed.
+    pub async fn lease(&self, wait: Duration) -> Result<Lease, UpstreamError> {
+        if let Some(result) = Self::lease_now(&self.state.borrow()) {
+            return result;
+        }
+        let mut rx = self.state.subscribe();
+        let waiting = async {
+            loop {
+                if let Some(result) = Self::lease_now(&rx.borrow_and_update()) {
+                    return result;
+                }
+                if rx.changed().await.is_err() {
+                    return Err(UpstreamError::Closed);
+                }
+            }
+        };
+        tokio::time::timeout(wait, waiting)
+            .await
+            .unwrap_or(Err(UpstreamError::ConnectTimeout))
+    }
+
+    fn lease_now(state: &State) -> Option<Result<Lease, UpstreamError>> {
+        match state {
+            State::Ready { sender, generation } => Some(Ok(Lease {
+                sender: sender.clone(),
+                generation: *generation,
+            })),
+            State::Down { error } => Some(Err(UpstreamError::ConnectFailed(Arc::clone(error)))),
+            State::Closed => Some(Err(UpstreamError::Closed)),
+            State::Connecting => None,
+        }
+    }
+
+    /// Reports that the connection of `generation` refuses new streams.
+    pub fn report_broken(&self, generation: u64) {
+        if generation != 0 && self.generation.load(Relaxed) == generation {
+            // Wakes the maintainer only if it is waiting on this connection;
+            // no permit is stored for a later one.
+            self.broken.notify_waiters();
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 100 ms doubling to 10 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Backoff { next: Self::BASE }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::BASE;
+    }
+
+    fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // +-25 % so that many proxies do not reconnect in lockstep.
+        base.mul_f64(rand::rng().random_range(0.75..1.25))
+    }
+}
+
+/// The h2 client settings used for every upstream connection.
+fn client_builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .enable_push(false);
+    builder
+}
+
+/// Opens a TCP connection and an HTTP/2 session within `timeout`.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(SendRequest<Bytes>, h2::client::Connection<TcpStream, Bytes>), String> {
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        client_builder()
+            .handshake(tcp)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| format!("no connection within {}", common::format_duration(timeout)))?
+}
+
+/// Keeps `host` connected until `stop`, then lets its last connections finish
+/// their calls and marks the host drained.
+pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: CancellationToken) {
+    let conn = &host.conn;
+    let mut backoff = Backoff::new();
+    let mut drivers: JoinSet<()> = JoinSet::new();
+    let mut generation = 0;
+    let mut failing = false;
+    'connect: loop {
+        // Reports about the previous connection must not touch the next one.
+        conn.generation.store(0, Relaxed);
+        conn.state.send_replace(State::Connecting);
+        let attempt = tokio::select! {
+            attempt = connect(host.addr, cluster.config.connect_timeout) => attempt,
+            () = stop.cancelled() => break 'connect,
+        };
+        let (sender, connection) = match attempt {
+            Ok(pair) => pair,
+            Err(error) => {
+                host.stats.cx_connect_fail.inc();
+                cluster.stats.upstream_cx_connect_fail.inc();
+                if !failing {
+                    tracing::warn!(cluster = cluster.name(), host = %host.addr, %error, "cannot connect to host; retrying with backoff");
+                    failing = true;
+                } else {
+                    tracing::debug!(cluster = cluster.name(), host = %host.addr, %error, "connect attempt failed");
+                }
+                conn.state.send_replace(State::Down {
+                    error: error.into(),
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next()) => continue 'connect,
+                    () = stop.cancelled() => break 'connect,
+                }
+            }
+        };
+        if failing {
+            tracing::info!(cluster = cluster.name(), host = %host.addr, "connected to host again");
+            failing = false;
+        }
+        generation += 1;
+        conn.generation.store(generation, Relaxed);
+        host.stats.cx_total.inc();
+        host.stats.cx_active.inc();
+        cluster.stats.upstream_cx_total.inc();
+        cluster.stats.upstream_cx_active.inc();
+        let opened = Instant::now();
+        let current = {
+            let host = Arc::clone(&host);
+            let cluster = Arc::clone(&cluster);
+            drivers
+                .spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(host = %host.addr, error = %e, "upstream connection ended with an error");
+                    }
+                    host.stats.cx_active.dec();
+                    cluster.stats.upstream_cx_active.dec();
+                })
+                .id()
+        };
+        conn.state.send_replace(State::Ready { sender, generation });
+
+        loop {
+            tokio::select! {
+                ended = drivers.join_next_with_id() => {
+                    let ended = match ended {
+                        Some(Ok((id, ()))) => Some(id),
+                        Some(Err(e)) => Some(e.id()),
+                        None => None,
+                    };
+                    if ended.is_some() && ended != Some(current) {
+                        continue; // an older connection finished draining
+                    }
+                    tracing::debug!(host = %host.addr, "upstream connection closed; reconnecting");
+                    conn.generation.store(0, Relaxed);
+                    conn.state.send_replace(State::Connecting);
+                    if opened.elapsed() < STABLE_AFTER {
+                        // It closed right away: do not hammer the host.
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next()) => {}
+                            () = stop.cancelled() => break 'connect,
+                        }
+                    } else {
+                        backoff.reset();
+                    }
+                    continue 'connect;
+                }
+                () = conn.broken.notified() => {
+                    tracing::debug!(host = %host.addr, "connection refuses new streams (GOAWAY); opening another");
+                    continue 'connect;
+                }
+                () = stop.cancelled() => break 'connect,
+            }
+        }
+    }
+    conn.state.send_replace(State::Closed);
+    while drivers.join_next().await.is_some() {}
+    cluster.host_drained(&host);
+}
