@@ -89,6 +89,7 @@ pub enum Mode {
 /// How a host is picked. See [`crate::balance`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum LbPolicy {
     #[default]
     RoundRobin,
