@@ -233,10 +233,12 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                     counter: bool,
                     help: &'static str,
                     value: u64| {
-        let family_stat = if counter && !stat.ends_with("_total") {
-            format!("{stat}_total")
-        } else {
-            stat.to_owned()
+        // Prometheus reserves `_total` for counters: counters get it, and a
+        // gauge that Envoy names `..._total` (membership_total) drops it.
+        let family_stat = match (counter, stat.strip_suffix("_total")) {
+            (true, None) => format!("{stat}_total"),
+            (false, Some(stem)) => format!("{stem}_current"),
+            _ => stat.to_owned(),
         };
         out.push(Sample {
             dotted: if prefix.is_empty() {

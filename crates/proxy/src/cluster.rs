@@ -178,10 +178,15 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// Owns every host's connection maintainer.
     tasks: TaskTracker,
+    /// Whether HTTP/2 connections are kept to each host (an L7 listener uses
+    /// the cluster); an L4-only cluster opens one TCP connection per client.
+    http2: bool,
 }
 
 impl Cluster {
-    pub fn new(config: ClusterConfig, tasks: TaskTracker) -> Arc<Self> {
+    /// A cluster with no hosts yet. With `http2`, each host gets a maintained
+    /// HTTP/2 connection (for L7 listeners).
+    pub fn new(config: ClusterConfig, tasks: TaskTracker, http2: bool) -> Arc<Self> {
         Arc::new(Cluster {
             config,
             hosts: ArcSwap::from_pointee(Vec::new()),
@@ -189,6 +194,7 @@ impl Cluster {
             rr: AtomicUsize::new(0),
             stats: ClusterStats::default(),
             tasks,
+            http2,
         })
     }
 
@@ -231,11 +237,13 @@ impl Cluster {
                 Some(host) => next.push(Arc::clone(host)),
                 None => {
                     let host = Arc::new(Host::new(*addr, hostname.clone()));
-                    self.tasks.spawn(upstream::maintain(
-                        Arc::clone(self),
-                        Arc::clone(&host),
-                        host.stop.clone(),
-                    ));
+                    if self.http2 {
+                        self.tasks.spawn(upstream::maintain(
+                            Arc::clone(self),
+                            Arc::clone(&host),
+                            host.stop.clone(),
+                        ));
+                    }
                     changes.added.push(*addr);
                     next.push(host);
                 }
@@ -256,6 +264,10 @@ impl Cluster {
         for host in removed {
             host.set_flag(health::PENDING_DYNAMIC_REMOVAL);
             host.stop.cancel();
+            if !self.http2 {
+                // No maintained connection to wait for.
+                self.host_drained(&host);
+            }
             changes.removed.push(host.addr);
             draining.push(host);
         }

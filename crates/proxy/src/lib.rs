@@ -154,7 +154,11 @@ pub async fn run_with_log(
     let resolver = Resolver::new(&config.dns_resolvers);
     let mut clusters = Vec::new();
     for cluster_config in &config.clusters {
-        let cluster = Cluster::new(cluster_config.clone(), background.clone());
+        let http2 = config
+            .listeners
+            .iter()
+            .any(|l| l.cluster == cluster_config.name && l.mode == Mode::L7);
+        let cluster = Cluster::new(cluster_config.clone(), background.clone(), http2);
         let mut discovery = Discovery::new(Arc::clone(&cluster), resolver.clone());
         if tokio::time::timeout(FIRST_RESOLVE_TIMEOUT, discovery.refresh())
             .await

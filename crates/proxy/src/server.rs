@@ -84,7 +84,12 @@ async fn connection(
     stats.downstream_cx_active.inc();
     let _active = scopeguard(move || stats.downstream_cx_active.dec());
 
-    let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, preface(tcp)).await {
+    let io = tokio::select! {
+        io = tokio::time::timeout(HANDSHAKE_TIMEOUT, preface(tcp)) => io,
+        // Shutting down: a connection that never sent a request has nothing to drain.
+        () = shutdown.cancelled() => return,
+    };
+    let io = match io {
         Ok(Ok(io)) => io,
         Ok(Err(refused)) => {
             route.stats.downstream_cx_protocol_error.inc();
