@@ -7,8 +7,13 @@
 //! connection, and it is forgotten once that connection has closed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +95,14 @@ pub struct Host {
     pub conn: Connection,
     stop: CancellationToken,
     drained: AtomicBool,
+    /// Outlier detection: failures in a row, times ejected, ejected until when.
+    pub(crate) consecutive_failures: AtomicU32,
+    pub(crate) ejections: AtomicU32,
+    pub(crate) ejected_until: Mutex<Option<Instant>>,
+    /// Active health checking: passes and failures in a row; whether checked yet.
+    pub(crate) hc_passes: AtomicU32,
+    pub(crate) hc_failures: AtomicU32,
+    pub(crate) hc_checked: AtomicBool,
 }
 
 impl Host {
@@ -102,6 +115,12 @@ impl Host {
             conn: Connection::new(),
             stop: CancellationToken::new(),
             drained: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+            hc_passes: AtomicU32::new(0),
+            hc_failures: AtomicU32::new(0),
+            hc_checked: AtomicBool::new(false),
         }
     }
 
@@ -121,6 +140,11 @@ impl Host {
 
     pub fn clear_flag(&self, flag: u8) {
         self.flags.fetch_and(!flag, Relaxed);
+    }
+
+    /// Whether outlier detection has ejected the host.
+    pub fn is_ejected(&self) -> bool {
+        self.flags() & health::FAILED_OUTLIER_CHECK != 0
     }
 
     /// Whether the host left discovery and its last connection has closed.
@@ -162,6 +186,20 @@ pub struct ClusterStats {
     pub upstream_cx_active: Stat,
     pub upstream_cx_connect_fail: Stat,
     pub upstream_cx_none_healthy: Stat,
+    pub upstream_cx_overflow: Stat,
+    pub upstream_rq_pending_active: Stat,
+    pub upstream_rq_pending_overflow: Stat,
+    pub upstream_rq_retry: Stat,
+    pub upstream_rq_retry_success: Stat,
+    pub upstream_rq_retry_overflow: Stat,
+    pub upstream_rq_retry_limit_exceeded: Stat,
+    pub upstream_rq_retry_active: Stat,
+    pub health_check_attempt: Stat,
+    pub health_check_success: Stat,
+    pub health_check_failure: Stat,
+    pub outlier_ejections_active: Stat,
+    pub outlier_ejections_enforced_total: Stat,
+    pub outlier_ejections_overflow: Stat,
     pub membership_change: Stat,
     pub update_attempt: Stat,
     pub update_success: Stat,
@@ -180,7 +218,9 @@ pub struct Cluster {
     tasks: TaskTracker,
     /// Whether HTTP/2 connections are kept to each host (an L7 listener uses
     /// the cluster); an L4-only cluster opens one TCP connection per client.
-    http2: bool,
+    pub http2: bool,
+    /// Woken when hosts join, so that the health checker sees them at once.
+    pub(crate) hosts_added: Notify,
 }
 
 impl Cluster {
@@ -195,6 +235,7 @@ impl Cluster {
             stats: ClusterStats::default(),
             tasks,
             http2,
+            hosts_added: Notify::new(),
         })
     }
 
@@ -237,6 +278,10 @@ impl Cluster {
                 Some(host) => next.push(Arc::clone(host)),
                 None => {
                     let host = Arc::new(Host::new(*addr, hostname.clone()));
+                    if self.config.health_check.is_some() {
+                        // Like Envoy: a new host takes calls once it passed a check.
+                        host.set_flag(health::FAILED_ACTIVE_HC);
+                    }
                     if self.http2 {
                         self.tasks.spawn(upstream::maintain(
                             Arc::clone(self),
@@ -260,6 +305,9 @@ impl Cluster {
         }
         self.hosts.store(Arc::new(next));
         self.stats.membership_change.inc();
+        if !changes.added.is_empty() {
+            self.hosts_added.notify_one();
+        }
         let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         for host in removed {
             host.set_flag(health::PENDING_DYNAMIC_REMOVAL);

@@ -61,6 +61,15 @@ pub struct Cli {
     /// Deadline for opening a connection to a host [default: 1s].
     #[arg(long, env = "PROXY_CONNECT_TIMEOUT", value_parser = common::parse_duration)]
     pub connect_timeout: Option<Duration>,
+    /// Turn on gRPC health checks at this interval (thresholds 2/2, timeout 1s).
+    #[arg(long, env = "PROXY_HEALTH_CHECK_INTERVAL", value_parser = common::parse_duration)]
+    pub health_check_interval: Option<Duration>,
+    /// Turn on outlier detection: eject a host after this many consecutive failures.
+    #[arg(long, env = "PROXY_OUTLIER_CONSECUTIVE_FAILURES")]
+    pub outlier_consecutive_failures: Option<u32>,
+    /// Retry on another host on: `reset`, `unavailable` (comma-separated).
+    #[arg(long, env = "PROXY_RETRY_ON", value_delimiter = ',')]
+    pub retry_on: Vec<RetryOn>,
     /// Admin interface address, or `off` [default: 127.0.0.1:8001].
     #[arg(long, env = "PROXY_ADMIN")]
     pub admin: Option<String>,
@@ -219,6 +228,195 @@ pub struct ClusterConfig {
     pub dns_refresh: Duration,
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Active gRPC health checking; off when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of failing hosts; off when absent.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
+    /// Upper bound on any call's duration (a shorter `grpc-timeout` wins).
+    /// None by default: long-lived streams are never cut by a default.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// A call with no frame in either direction for this long is ended.
+    /// None by default.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Active health checking with `grpc.health.v1.Health/Check` (L7), or a TCP
+/// connect (L4-only clusters).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default = "default_hc_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "default_hc_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring an unhealthy host back.
+    #[serde(default = "default_two")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a healthy host out.
+    #[serde(default = "default_two")]
+    pub unhealthy_threshold: u32,
+    /// The service name asked about; empty means the whole server.
+    #[serde(default)]
+    pub service: String,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: default_hc_interval(),
+            timeout: default_hc_timeout(),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            service: String::new(),
+        }
+    }
+}
+
+/// Passive outlier detection: consecutive failures eject a host.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive UNAVAILABLE answers, resets or connection failures that eject.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection time; the n-th ejection lasts n times as long.
+    #[serde(default = "default_base_ejection", deserialize_with = "duration")]
+    pub base_ejection_time: Duration,
+    #[serde(default = "default_max_ejection", deserialize_with = "duration")]
+    pub max_ejection_time: Duration,
+    /// At most this share of the cluster is ejected at once (at least one host may be).
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection_time: default_base_ejection(),
+            max_ejection_time: default_max_ejection(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
+}
+
+/// When a failed attempt may be tried again on another host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The host's connection or stream was lost before any response byte.
+    Reset,
+    /// The host answered UNAVAILABLE before any response byte was forwarded.
+    Unavailable,
+}
+
+/// Retries. Attempts that provably never reached a host (connect failure,
+/// REFUSED_STREAM, a stream above a GOAWAY's last stream id) are always
+/// retried on another host, whatever this says.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default)]
+    pub retry_on: Vec<RetryOn>,
+    /// Retries per call for the `retry_on` conditions.
+    #[serde(default = "default_two")]
+    pub num_retries: u32,
+    /// Request bytes kept for replay; a call that sent more is never retried.
+    #[serde(default = "default_retry_buffer")]
+    pub buffer_limit: usize,
+    /// Retries in flight may be at most this share of the calls in flight...
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: f64,
+    /// ...or this many, whichever is larger.
+    #[serde(default = "default_min_retry_concurrency")]
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            retry_on: Vec::new(),
+            num_retries: 2,
+            buffer_limit: default_retry_buffer(),
+            budget_percent: default_budget_percent(),
+            min_retry_concurrency: default_min_retry_concurrency(),
+        }
+    }
+}
+
+/// Envoy's circuit breakers: past a limit, calls fail at once with
+/// UNAVAILABLE instead of queueing without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    #[serde(default = "default_limit")]
+    pub max_connections: u64,
+    #[serde(default = "default_limit")]
+    pub max_pending_requests: u64,
+    #[serde(default = "default_limit")]
+    pub max_requests: u64,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: default_limit(),
+            max_pending_requests: default_limit(),
+            max_requests: default_limit(),
+        }
+    }
+}
+
+fn default_hc_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_hc_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_two() -> u32 {
+    2
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_ejection() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_ejection_percent() -> u32 {
+    50
+}
+fn default_retry_buffer() -> usize {
+    64 << 10
+}
+fn default_budget_percent() -> f64 {
+    20.0
+}
+fn default_min_retry_concurrency() -> u32 {
+    3
+}
+fn default_limit() -> u64 {
+    1024
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") | Some("off") | Some("none") => Ok(None),
+        Some(s) => common::parse_duration(s)
+            .map(|d| (!d.is_zero()).then_some(d))
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 fn default_listener_name() -> String {
@@ -260,6 +458,12 @@ impl ClusterConfig {
             lb: LbPolicy::default(),
             dns_refresh: default_dns_refresh(),
             connect_timeout: default_connect_timeout(),
+            health_check: None,
+            outlier_detection: None,
+            retry: RetryConfig::default(),
+            circuit_breakers: CircuitBreakers::default(),
+            request_timeout: None,
+            idle_timeout: None,
         }
     }
 }
@@ -373,6 +577,9 @@ impl Config {
         }
         let target = listeners[0].cluster.clone();
         let flags_touch_cluster = !cli.upstreams.is_empty()
+            || cli.health_check_interval.is_some()
+            || cli.outlier_consecutive_failures.is_some()
+            || !cli.retry_on.is_empty()
             || cli.lb.is_some()
             || cli.dns_refresh.is_some()
             || cli.connect_timeout.is_some()
@@ -407,6 +614,21 @@ impl Config {
             }
             if let Some(d) = cli.connect_timeout {
                 cluster.connect_timeout = d;
+            }
+            if let Some(interval) = cli.health_check_interval {
+                let hc = cluster
+                    .health_check
+                    .get_or_insert_with(HealthCheckConfig::default);
+                hc.interval = interval;
+            }
+            if let Some(n) = cli.outlier_consecutive_failures {
+                let od = cluster
+                    .outlier_detection
+                    .get_or_insert_with(OutlierConfig::default);
+                od.consecutive_failures = n;
+            }
+            if !cli.retry_on.is_empty() {
+                cluster.retry.retry_on = cli.retry_on.clone();
             }
         }
 
@@ -492,6 +714,53 @@ impl Config {
             if c.connect_timeout.is_zero() {
                 problems.push(format!(
                     "cluster {:?}: connect_timeout must be more than zero",
+                    c.name
+                ));
+            }
+            if let Some(hc) = &c.health_check {
+                if hc.interval < Duration::from_millis(10) || hc.timeout.is_zero() {
+                    problems.push(format!(
+                        "cluster {:?}: health_check interval must be at least 10ms and timeout more than zero",
+                        c.name
+                    ));
+                }
+                if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                    problems.push(format!(
+                        "cluster {:?}: health_check thresholds must be at least 1",
+                        c.name
+                    ));
+                }
+            }
+            if let Some(od) = &c.outlier_detection {
+                if od.consecutive_failures == 0 {
+                    problems.push(format!(
+                        "cluster {:?}: outlier_detection.consecutive_failures must be at least 1",
+                        c.name
+                    ));
+                }
+                if od.base_ejection_time.is_zero() || od.max_ejection_time < od.base_ejection_time {
+                    problems.push(format!(
+                        "cluster {:?}: outlier_detection needs 0 < base_ejection_time <= max_ejection_time",
+                        c.name
+                    ));
+                }
+                if od.max_ejection_percent > 100 {
+                    problems.push(format!(
+                        "cluster {:?}: outlier_detection.max_ejection_percent must be 0-100",
+                        c.name
+                    ));
+                }
+            }
+            if !(0.0..=100.0).contains(&c.retry.budget_percent) {
+                problems.push(format!(
+                    "cluster {:?}: retry.budget_percent must be 0-100",
+                    c.name
+                ));
+            }
+            let cb = &c.circuit_breakers;
+            if cb.max_connections == 0 || cb.max_pending_requests == 0 || cb.max_requests == 0 {
+                problems.push(format!(
+                    "cluster {:?}: circuit_breakers limits must be at least 1",
                     c.name
                 ));
             }

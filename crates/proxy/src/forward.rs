@@ -1,41 +1,55 @@
 //! One call through the proxy, from the client's stream to a host and back.
 //!
-//! 1. **Open.** Pick a host, lease its connection, open a stream with the
+//! 1. **Admit.** Past the cluster's `max_requests` or `max_pending_requests`
+//!    the call is refused at once with UNAVAILABLE (circuit breaking).
+//! 2. **Open.** Pick a host, lease its connection, open a stream with the
 //!    request's headers. A failure here means the call never reached a host
 //!    (connect failure, connection refusing new streams after GOAWAY), so the
-//!    next host is tried, up to one try per host.
-//! 2. **Exchange.** Two pipes run side by side in the call's task: the request
+//!    next host is tried, each host at most once.
+//! 3. **Exchange.** Two pipes run side by side in the call's task: the request
 //!    body (client to host) and the response (headers, body, trailers; host to
 //!    client). Each moves DATA frames as they come, with HTTP/2 flow control on
 //!    both sides, so a slow reader slows its writer instead of filling memory.
 //!    Messages are never decoded.
-//! 3. **End.** Resets travel through: a client's RST_STREAM cancels the
-//!    upstream stream; an upstream reset resets the client's stream. A
-//!    `grpc-timeout` is enforced here too: when it passes the call ends with
-//!    DEADLINE_EXCEEDED and the upstream stream is cancelled.
+//! 4. **Retry or commit.** Until the response head is forwarded, the request
+//!    bytes sent so far are kept (up to `retry.buffer_limit`). If the host
+//!    refused the stream (REFUSED_STREAM, or it was above a GOAWAY's last
+//!    stream id), the attempt provably never reached the application and goes
+//!    to another host, always. If the host reset or lost the stream, or
+//!    answered UNAVAILABLE trailers-only, the attempt is retried elsewhere when
+//!    `retry.retry_on` says so and the retry budget allows. Once a response
+//!    byte is forwarded the call is committed to that host.
+//! 5. **End.** Resets travel through: a client's RST_STREAM cancels the
+//!    upstream stream; an upstream reset resets the client's stream. The
+//!    deadline (`grpc-timeout`, capped by `request_timeout`) ends the call with
+//!    DEADLINE_EXCEEDED, and `idle_timeout` ends a call with no frames.
 //!
-//! Whatever happens, the call is counted once in the host's and cluster's
-//! statistics (from `grpc-status` in headers *or* trailers) and written once
-//! to the access log.
+//! Each attempt is counted once in its host's statistics (from `grpc-status`
+//! in headers *or* trailers) and reported to outlier detection; the call is
+//! written once to the access log.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use rand::RngCore;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::{Cluster, Host, RequestGuard, Stat};
+use crate::config::RetryOn;
 use crate::grpc::{self, code};
+use crate::outlier::{self, Verdict};
 use crate::upstream::UpstreamError;
 
 /// Per-listener statistics, named as Envoy names them under `http.<listener>.`.
@@ -62,7 +76,7 @@ pub struct Route {
     pub stats: Arc<ListenerStats>,
 }
 
-/// How one call ended, for statistics and the access log.
+/// How one attempt (or the whole call) ended.
 #[derive(Debug, Default)]
 struct Outcome {
     /// `:status` sent to the client; 0 when none was sent.
@@ -75,6 +89,16 @@ struct Outcome {
     timed_out: bool,
     /// The client went away or cancelled.
     client_gone: bool,
+}
+
+impl Outcome {
+    fn client_gone() -> Self {
+        Outcome {
+            flags: "DC",
+            client_gone: true,
+            ..Outcome::default()
+        }
+    }
 }
 
 /// Handles one client stream to the end.
@@ -91,23 +115,29 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     }
     let mut entry = Entry::new(start_time, &parts);
     let grpc = grpc::is_grpc(&parts.headers);
-    let deadline = parts
+    let cluster = &route.cluster.config;
+    let grpc_deadline = parts
         .headers
         .get("grpc-timeout")
         .and_then(|v| common::parse_grpc_timeout(v.as_bytes()))
         .map(|timeout| started + timeout);
+    let cap = cluster.request_timeout.map(|t| started + t);
+    let deadline = match (grpc_deadline, cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 
     let mut call = Call {
         cluster: &route.cluster,
         grpc,
         deadline,
+        idle_timeout: cluster.idle_timeout,
         started,
         respond,
         entry: &mut entry,
     };
-    let (outcome, host) = call.run(parts, body).await;
+    let outcome = call.run(parts, body).await;
 
-    // Count the call once, wherever it ended.
     match outcome.response_code {
         200..=299 => stats.downstream_rq_2xx.inc(),
         400..=499 => stats.downstream_rq_4xx.inc(),
@@ -120,9 +150,6 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     if outcome.client_gone {
         stats.downstream_rq_rx_reset.inc();
     }
-    if let Some(guard) = host {
-        record(&route.cluster, &guard.host, &outcome);
-    }
     stats.downstream_rq_active.dec();
     entry.response_code = outcome.response_code;
     entry.flags = outcome.flags;
@@ -130,7 +157,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     route.access_log.log(&entry);
 }
 
-/// Success or error for the host that took the call.
+/// Counts one attempt for its host: success or error, and outlier detection.
 fn record(cluster: &Cluster, host: &Host, outcome: &Outcome) {
     let cs = &cluster.stats;
     cs.upstream_rq_active.dec();
@@ -154,26 +181,176 @@ fn record(cluster: &Cluster, host: &Host, outcome: &Outcome) {
         host.stats.rq_success.inc();
         cs.upstream_rq_success.inc();
     }
+    // Only what says the host itself is in trouble counts against it.
+    let host_trouble = outcome.upstream_failed || outcome.grpc_status == Some(code::UNAVAILABLE);
+    outlier::record(
+        cluster,
+        host,
+        if host_trouble {
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        },
+    );
 }
 
 /// A UUID v4, as Envoy generates for `x-request-id`.
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex =
-        |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        hex(0..4),
-        hex(4..6),
-        hex(6..8),
-        hex(8..10),
-        hex(10..16)
-    );
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut id = [0u8; 36];
+    let mut i = 0;
+    for (n, byte) in b.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            id[i] = b'-';
+            i += 1;
+        }
+        id[i] = HEX[usize::from(byte >> 4)];
+        id[i + 1] = HEX[usize::from(byte & 0xf)];
+        i += 2;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
+
+/// The request as the client has sent it so far, kept so that an attempt can
+/// be replayed on another host until the call commits to one.
+#[derive(Debug)]
+struct Replay {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    limit: usize,
+    /// The client finished its request (END_STREAM seen).
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    /// False once more than `limit` was sent or a response was forwarded:
+    /// from then on nothing is kept and the call cannot be retried.
+    kept: bool,
+}
+
+impl Replay {
+    fn new(limit: usize, ended: bool) -> Self {
+        Replay {
+            chunks: Vec::new(),
+            bytes: 0,
+            limit,
+            ended,
+            trailers: None,
+            kept: true,
+        }
+    }
+
+    fn data(&mut self, data: &Bytes, end: bool) {
+        if self.kept {
+            if self.bytes + data.len() > self.limit {
+                self.forget();
+            } else {
+                self.bytes += data.len();
+                self.chunks.push(data.clone());
+            }
+        }
+        self.ended |= end;
+    }
+
+    fn end(&mut self, trailers: Option<&HeaderMap>) {
+        if self.kept {
+            self.trailers = trailers.cloned();
+        }
+        self.ended = true;
+    }
+
+    fn forget(&mut self) {
+        self.kept = false;
+        self.chunks = Vec::new();
+        self.trailers = None;
+    }
+
+    /// Whether the request headers alone are the whole request.
+    fn headers_only(&self) -> bool {
+        self.ended && self.chunks.is_empty() && self.trailers.is_none()
+    }
+
+    /// Sends what was kept on a fresh stream.
+    fn replay(&self, send: &mut SendStream<Bytes>) -> Result<(), h2::Error> {
+        for chunk in &self.chunks {
+            send.send_data(chunk.clone(), false)?;
+        }
+        if self.ended && !self.headers_only() {
+            match &self.trailers {
+                Some(trailers) => send.send_trailers(trailers.clone())?,
+                None => send.send_data(Bytes::new(), true)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an attempt is worth trying again elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The host refused the stream: it never reached the application.
+    Refused,
+    /// The stream or connection was lost before any response byte.
+    Reset,
+    /// UNAVAILABLE before any response byte was forwarded.
+    Unavailable,
+}
+
+/// Decides, when a head arrives, whether a failed attempt may be retried.
+struct RetryGate<'a> {
+    cluster: &'a Cluster,
+    replay: &'a Mutex<Replay>,
+    /// Hosts tried so far, this one included.
+    tried: usize,
+    /// Retries already made for `retry_on` conditions.
+    retries: u32,
+}
+
+impl RetryGate<'_> {
+    fn allows(&self, why: Retry) -> bool {
+        if !self
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .kept
+        {
+            return false;
+        }
+        let hosts = self.cluster.hosts().len();
+        if self.tried >= hosts.min(MAX_ATTEMPTS) {
+            return false;
+        }
+        if why == Retry::Refused {
+            return true;
+        }
+        let policy = &self.cluster.config.retry;
+        let wanted = match why {
+            Retry::Reset => RetryOn::Reset,
+            _ => RetryOn::Unavailable,
+        };
+        if !policy.retry_on.contains(&wanted) {
+            return false;
+        }
+        let stats = &self.cluster.stats;
+        if self.retries >= policy.num_retries {
+            stats.upstream_rq_retry_limit_exceeded.inc();
+            return false;
+        }
+        // The budget: retries in flight stay a small share of the calls in flight.
+        let budget = (stats.upstream_rq_active.get() as f64 * policy.budget_percent / 100.0)
+            .max(f64::from(policy.min_retry_concurrency));
+        if stats.upstream_rq_retry_active.get() as f64 >= budget {
+            stats.upstream_rq_retry_overflow.inc();
+            return false;
+        }
+        true
+    }
+}
+
+/// At most this many hosts are tried for one call.
+const MAX_ATTEMPTS: usize = 5;
 
 /// Why no stream could be opened.
 enum OpenError {
@@ -181,6 +358,8 @@ enum OpenError {
     NoHost,
     /// Every host tried failed before the call reached it.
     Unreachable(UpstreamError),
+    /// `max_pending_requests` calls are already waiting for a stream.
+    Overflow,
 }
 
 struct Opened {
@@ -189,107 +368,177 @@ struct Opened {
     send: SendStream<Bytes>,
 }
 
+/// How one attempt ended.
+enum Attempt {
+    /// The call is over (committed to this host, or failed for good).
+    Done(Outcome),
+    /// Try another host; the outcome is this attempt's, for its host.
+    Retry(Retry, Outcome),
+}
+
+/// Ends `rq_retry_active` for a call that retried, however it ends.
+struct RetrySlot<'a>(&'a Stat);
+
+impl Drop for RetrySlot<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 struct Call<'a> {
     cluster: &'a Arc<Cluster>,
     grpc: bool,
     deadline: Option<Instant>,
+    idle_timeout: Option<Duration>,
     started: Instant,
     respond: SendResponse<Bytes>,
     entry: &'a mut Entry,
 }
 
 impl Call<'_> {
-    async fn run(&mut self, parts: Parts, mut body: RecvStream) -> (Outcome, Option<RequestGuard>) {
-        let end_of_stream = body.is_end_stream();
-        let opened = tokio::select! {
-            opened = self.open(&parts, end_of_stream) => opened,
-            () = sleep_until(self.deadline) => {
-                return (self.reply(code::DEADLINE_EXCEEDED, "deadline exceeded before a host was reached", "UT", true), None);
-            }
-        };
-        let Opened {
-            guard,
-            response,
-            mut send,
-        } = match opened {
-            Ok(opened) => opened,
-            Err(OpenError::NoHost) => {
-                self.cluster.stats.upstream_cx_none_healthy.inc();
-                return (
-                    self.reply(code::UNAVAILABLE, "no healthy upstream", "UH", false),
-                    None,
-                );
-            }
-            Err(OpenError::Unreachable(e)) => {
-                let message = format!(
-                    "upstream connect error or disconnect/reset before headers. reset reason: {e}"
-                );
-                return (self.reply(code::UNAVAILABLE, &message, "UF", false), None);
-            }
-        };
-        self.entry.upstream = Some(guard.host.addr);
-        self.cluster.stats.upstream_rq_total.inc();
-        self.cluster.stats.upstream_rq_active.inc();
-        let sent_at = Instant::now();
+    async fn run(&mut self, parts: Parts, mut body: RecvStream) -> Outcome {
+        let cluster = Arc::clone(self.cluster);
+        let stats = &cluster.stats;
+        let limits = cluster.config.circuit_breakers;
+        if stats.upstream_rq_active.get() >= limits.max_requests {
+            stats.upstream_rq_pending_overflow.inc();
+            let message = format!(
+                "upstream overflow: cluster {} has its max_requests ({}) calls in flight",
+                cluster.name(),
+                limits.max_requests
+            );
+            return self.reply(code::UNAVAILABLE, &message, "UO", false);
+        }
 
-        let (mut outcome, bytes_received, bytes_sent) = {
-            let mut request_pipe = pin!(pipe(&mut body, &mut send, true));
-            let mut request_done = end_of_stream;
-            let mut response_side = pin!(respond(
-                &mut self.respond,
+        let replay = Mutex::new(Replay::new(
+            cluster.config.retry.buffer_limit,
+            body.is_end_stream(),
+        ));
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retries = 0u32;
+        let mut retry_slot = None;
+        let activity = Activity::new();
+        loop {
+            let headers_only = replay
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .headers_only();
+            let opened = tokio::select! {
+                opened = self.open(&parts, headers_only, &mut tried) => opened,
+                () = sleep_until(self.deadline) => {
+                    return self.reply(code::DEADLINE_EXCEEDED, "deadline exceeded before a host was reached", "UT", true);
+                }
+            };
+            let Opened {
+                guard,
                 response,
-                self.grpc,
-                self.deadline,
-                sent_at,
-                &mut self.entry.upstream_service_time_ms,
-            ));
-            let mut bytes_received = 0;
-            loop {
-                tokio::select! {
-                    piped = &mut request_pipe, if !request_done => {
-                        request_done = true;
-                        match piped {
-                            Ok(end) => bytes_received = end.bytes,
-                            // The host stopped reading the request (it answered, or
-                            // reset): the response side says how the call ends.
-                            Err(PipeError::Dst(reason)) => {
-                                tracing::trace!(?reason, "host stopped reading the request");
-                            }
-                            // The client reset or vanished; the host's stream was reset too.
-                            Err(PipeError::Src(_)) => break (Outcome {
-                                flags: "DC",
-                                client_gone: true,
-                                ..Outcome::default()
-                            }, bytes_received, 0),
-                        }
-                    }
-                    (outcome, sent) = &mut response_side => break (outcome, bytes_received, sent),
+                mut send,
+            } = match opened {
+                Ok(opened) => opened,
+                Err(OpenError::NoHost) => {
+                    stats.upstream_cx_none_healthy.inc();
+                    return self.reply(code::UNAVAILABLE, "no healthy upstream", "UH", false);
+                }
+                Err(OpenError::Overflow) => {
+                    stats.upstream_rq_pending_overflow.inc();
+                    let message = format!(
+                        "upstream overflow: cluster {} has its max_pending_requests ({}) calls waiting for a connection",
+                        cluster.name(),
+                        limits.max_pending_requests
+                    );
+                    return self.reply(code::UNAVAILABLE, &message, "UO", false);
+                }
+                Err(OpenError::Unreachable(e)) => {
+                    let message = format!(
+                        "upstream connect error or disconnect/reset before headers. reset reason: {e}"
+                    );
+                    return self.reply(code::UNAVAILABLE, &message, "UF", false);
+                }
+            };
+            let host = Arc::clone(&guard.host);
+            self.entry.upstream = Some(host.addr);
+            stats.upstream_rq_total.inc();
+            stats.upstream_rq_active.inc();
+            if !headers_only {
+                let kept = replay.lock().unwrap_or_else(PoisonError::into_inner);
+                if kept.replay(&mut send).is_err() {
+                    // The fresh stream died at once; the response side will say how.
+                    tracing::debug!(host = %host.addr, "could not replay the request");
                 }
             }
-        };
-        if outcome.response_code == 0 && outcome.client_gone {
-            outcome.flags = "DC";
+
+            let gate = RetryGate {
+                cluster: &cluster,
+                replay: &replay,
+                tried: tried.len(),
+                retries,
+            };
+            let attempt = self
+                .exchange(&mut body, send, response, &replay, &gate, &activity)
+                .await;
+            match attempt {
+                Attempt::Done(outcome) => {
+                    record(&cluster, &host, &outcome);
+                    if retry_slot.is_some() && !outcome.upstream_failed && !outcome.client_gone {
+                        stats.upstream_rq_retry_success.inc();
+                    }
+                    drop(guard);
+                    return outcome;
+                }
+                Attempt::Retry(why, outcome) => {
+                    record(&cluster, &host, &outcome);
+                    drop(guard);
+                    if why != Retry::Refused {
+                        retries += 1;
+                    }
+                    stats.upstream_rq_retry.inc();
+                    if retry_slot.is_none() {
+                        stats.upstream_rq_retry_active.inc();
+                        retry_slot = Some(RetrySlot(&stats.upstream_rq_retry_active));
+                    }
+                    tracing::debug!(host = %host.addr, ?why, attempt = tried.len(), "retrying on another host");
+                }
+            }
         }
-        self.entry.bytes_received = bytes_received;
-        self.entry.bytes_sent = bytes_sent;
-        (outcome, Some(guard))
     }
 
     /// Picks hosts until one takes the stream; each host at most once.
-    async fn open(&self, parts: &Parts, end_of_stream: bool) -> Result<Opened, OpenError> {
-        let mut tried: Vec<SocketAddr> = Vec::new();
+    async fn open(
+        &self,
+        parts: &Parts,
+        headers_only: bool,
+        tried: &mut Vec<SocketAddr>,
+    ) -> Result<Opened, OpenError> {
+        let cluster = self.cluster;
+        let stats = &cluster.stats;
+        if stats.upstream_rq_pending_active.get()
+            >= cluster.config.circuit_breakers.max_pending_requests
+        {
+            return Err(OpenError::Overflow);
+        }
+        stats.upstream_rq_pending_active.inc();
+        let _pending = RetrySlot(&stats.upstream_rq_pending_active);
         let mut last = None;
-        let timeout = self.cluster.config.connect_timeout;
-        while let Some(host) = self.cluster.pick(&tried) {
+        let timeout = cluster.config.connect_timeout;
+        while tried.len() < MAX_ATTEMPTS {
+            let Some(host) = cluster.pick(tried) else {
+                break;
+            };
             tried.push(host.addr);
             let lease = match host.conn.lease(timeout).await {
                 Ok(lease) => lease,
                 Err(e) => {
+                    if matches!(
+                        e,
+                        UpstreamError::ConnectFailed(_) | UpstreamError::ConnectTimeout
+                    ) {
+                        outlier::record(cluster, &host, Verdict::Failure);
+                    }
                     last = Some(e);
                     continue;
                 }
             };
-            let sender = match lease.sender.ready().await {
+            let mut sender = match lease.sender.ready().await {
                 Ok(sender) => sender,
                 Err(e) => {
                     host.conn.report_broken(lease.generation);
@@ -297,9 +546,8 @@ impl Call<'_> {
                     continue;
                 }
             };
-            let mut sender = sender;
             let request = self.upstream_request(parts);
-            match sender.send_request(request, end_of_stream) {
+            match sender.send_request(request, headers_only) {
                 Ok((response, send)) => {
                     return Ok(Opened {
                         guard: host.start_request(),
@@ -316,8 +564,8 @@ impl Call<'_> {
         Err(last.map_or(OpenError::NoHost, OpenError::Unreachable))
     }
 
-    /// The request as sent upstream: the client's, with `grpc-timeout` reduced
-    /// by the time already spent here.
+    /// The request as sent upstream: the client's, with `grpc-timeout` set to
+    /// the time left before the deadline.
     fn upstream_request(&self, parts: &Parts) -> Request<()> {
         let mut request = Request::new(());
         *request.method_mut() = parts.method.clone();
@@ -344,6 +592,118 @@ impl Call<'_> {
             timed_out,
         )
     }
+
+    /// Runs one attempt: the request pipe and the response side together.
+    async fn exchange(
+        &mut self,
+        body: &mut RecvStream,
+        mut send: SendStream<Bytes>,
+        response: h2::client::ResponseFuture,
+        replay: &Mutex<Replay>,
+        gate: &RetryGate<'_>,
+        activity: &Activity,
+    ) -> Attempt {
+        let client_done = replay.lock().unwrap_or_else(PoisonError::into_inner).ended;
+        let timers = Timers {
+            deadline: self.deadline,
+            idle: self.idle_timeout,
+            activity,
+        };
+        let mut bytes_received = 0;
+        let attempt = {
+            let mut request_pipe = pin!(pipe(body, &mut send, Some(replay), activity, true));
+            let mut request_done = client_done;
+            let mut response_side = pin!(respond(
+                &mut self.respond,
+                response,
+                self.grpc,
+                &timers,
+                gate,
+                replay,
+                &mut *self.entry,
+            ));
+            loop {
+                tokio::select! {
+                    piped = &mut request_pipe, if !request_done => {
+                        request_done = true;
+                        match piped {
+                            Ok(end) => bytes_received = end.bytes,
+                            // The host stopped reading the request (it answered, or
+                            // reset): the response side says how the attempt ends.
+                            Err(PipeError::Dst(reason)) => {
+                                tracing::trace!(?reason, "host stopped reading the request");
+                            }
+                            // The client reset or vanished; the host's stream was reset too.
+                            Err(PipeError::Src(_)) => break Attempt::Done(Outcome::client_gone()),
+                        }
+                    }
+                    attempt = &mut response_side => break attempt,
+                }
+            }
+        };
+        self.entry.bytes_received = self.entry.bytes_received.max(bytes_received);
+        attempt
+    }
+}
+
+/// When a frame last passed, in either direction (for `idle_timeout`).
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    nanos: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        self.nanos
+            .store(self.base.elapsed().as_nanos() as u64, Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Relaxed))
+    }
+}
+
+/// The deadline and idle limits of a call.
+struct Timers<'a> {
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    activity: &'a Activity,
+}
+
+/// Which limit passed.
+enum Expired {
+    Deadline,
+    Idle,
+}
+
+impl Timers<'_> {
+    /// Completes when the deadline passes or the call has been idle too long.
+    async fn expired(&self) -> Expired {
+        let idle = async {
+            let Some(limit) = self.idle else {
+                return std::future::pending().await;
+            };
+            loop {
+                let due = self.activity.last() + limit;
+                if Instant::now() >= due {
+                    return;
+                }
+                tokio::time::sleep_until(due).await;
+            }
+        };
+        tokio::select! {
+            () = sleep_until(self.deadline) => Expired::Deadline,
+            () = idle => Expired::Idle,
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -354,15 +714,17 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// The response side: headers, then body and trailers, from host to client.
-/// Returns how the call ended and the response body bytes sent.
+/// Returns [`Attempt::Retry`] only before anything was forwarded.
 async fn respond(
     respond: &mut SendResponse<Bytes>,
     mut response: h2::client::ResponseFuture,
     grpc: bool,
-    deadline: Option<Instant>,
-    sent_at: Instant,
-    service_time: &mut Option<u64>,
-) -> (Outcome, u64) {
+    timers: &Timers<'_>,
+    gate: &RetryGate<'_>,
+    replay: &Mutex<Replay>,
+    entry: &mut Entry,
+) -> Attempt {
+    let sent_at = Instant::now();
     // Wait for the head, watching for the client giving up meanwhile.
     let head = poll_fn(|cx| {
         if let Poll::Ready(r) = std::pin::Pin::new(&mut response).poll(cx) {
@@ -375,58 +737,71 @@ async fn respond(
     });
     let head = tokio::select! {
         head = head => head,
-        () = sleep_until(deadline) => {
-            return (local(respond, grpc, code::DEADLINE_EXCEEDED, "deadline exceeded", "UT", true), 0);
+        expired = timers.expired() => {
+            let (code, message, timed_out) = match expired {
+                Expired::Deadline => (code::DEADLINE_EXCEEDED, "deadline exceeded", true),
+                Expired::Idle => (code::UNAVAILABLE, "stream idle timeout", false),
+            };
+            let mut outcome = local(respond, grpc, code, message, if timed_out { "UT" } else { "SI" }, timed_out);
+            outcome.upstream_failed = !timed_out;
+            return Attempt::Done(outcome);
         }
     };
     let upstream = match head {
-        Err(_) => {
-            return (
-                Outcome {
-                    flags: "DC",
-                    client_gone: true,
-                    ..Outcome::default()
-                },
-                0,
-            );
-        }
+        Err(_) => return Attempt::Done(Outcome::client_gone()),
         Ok(Err(e)) => {
-            // The host reset the stream or the connection dropped before any
-            // response: nothing reached the client yet, so answer in gRPC form.
-            let mut outcome = local(
-                respond,
-                grpc,
-                code::UNAVAILABLE,
-                &format!(
-                    "upstream connect error or disconnect/reset before headers. reset reason: {}",
-                    describe(&e)
-                ),
-                "UR",
-                false,
+            let failed = Outcome {
+                upstream_failed: true,
+                flags: "UR",
+                ..Outcome::default()
+            };
+            let refused = e.is_remote()
+                && ((e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM)) || e.is_go_away());
+            let why = if refused {
+                Retry::Refused
+            } else {
+                Retry::Reset
+            };
+            if gate.allows(why) {
+                return Attempt::Retry(why, failed);
+            }
+            // Nothing reached the client yet, so answer in gRPC form.
+            let message = format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                describe(&e)
             );
+            let mut outcome = local(respond, grpc, code::UNAVAILABLE, &message, "UR", false);
             outcome.upstream_failed = true;
-            return (outcome, 0);
+            return Attempt::Done(outcome);
         }
         Ok(Ok(response)) => response,
     };
-    *service_time = Some(sent_at.elapsed().as_millis() as u64);
+    entry.upstream_service_time_ms = Some(sent_at.elapsed().as_millis() as u64);
+    timers.activity.mark();
 
     let (head, mut body) = upstream.into_parts();
     let response_code = head.status.as_u16();
     let header_status = grpc::status(&head.headers);
     let end_of_stream = body.is_end_stream();
+    if end_of_stream && header_status == Some(code::UNAVAILABLE) && gate.allows(Retry::Unavailable)
+    {
+        return Attempt::Retry(
+            Retry::Unavailable,
+            Outcome {
+                response_code,
+                grpc_status: header_status,
+                ..Outcome::default()
+            },
+        );
+    }
+    // Committed: from here on this host's answer is the call's.
+    replay
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .forget();
     let mut down = match respond.send_response(Response::from_parts(head, ()), end_of_stream) {
         Ok(down) => down,
-        Err(_) => {
-            return (
-                Outcome {
-                    flags: "DC",
-                    client_gone: true,
-                    ..Outcome::default()
-                },
-                0,
-            );
-        }
+        Err(_) => return Attempt::Done(Outcome::client_gone()),
     };
     let mut outcome = Outcome {
         response_code,
@@ -434,30 +809,39 @@ async fn respond(
         ..Outcome::default()
     };
     if end_of_stream {
-        return (outcome, 0);
+        return Attempt::Done(outcome);
     }
     let piped = tokio::select! {
-        piped = pipe(&mut body, &mut down, false) => piped,
-        () = sleep_until(deadline) => {
+        piped = pipe(&mut body, &mut down, None, timers.activity, false) => piped,
+        expired = timers.expired() => {
             // Headers are out: end with trailers, and cancel the host's stream
             // (dropping `body` does that).
+            let (code, message) = match expired {
+                Expired::Deadline => {
+                    outcome.timed_out = true;
+                    outcome.flags = "UT";
+                    (code::DEADLINE_EXCEEDED, "deadline exceeded")
+                }
+                Expired::Idle => {
+                    outcome.flags = "SI";
+                    (code::UNAVAILABLE, "stream idle timeout")
+                }
+            };
             if grpc {
-                let _ = down.send_trailers(grpc::trailers(code::DEADLINE_EXCEEDED, "deadline exceeded"));
-                outcome.grpc_status = Some(code::DEADLINE_EXCEEDED);
+                let _ = down.send_trailers(grpc::trailers(code, message));
+                outcome.grpc_status = Some(code);
             } else {
                 down.send_reset(Reason::CANCEL);
             }
-            outcome.timed_out = true;
-            outcome.flags = "UT";
-            return (outcome, 0);
+            return Attempt::Done(outcome);
         }
     };
     match piped {
         Ok(end) => {
+            entry.bytes_sent = end.bytes;
             if end.status.is_some() {
                 outcome.grpc_status = end.status;
             }
-            (outcome, end.bytes)
         }
         Err(PipeError::Src(e)) => {
             outcome.upstream_failed = true;
@@ -474,14 +858,13 @@ async fn respond(
                 }
                 _ => down.send_reset(Reason::INTERNAL_ERROR),
             }
-            (outcome, 0)
         }
         Err(PipeError::Dst(_)) => {
             outcome.client_gone = true;
             outcome.flags = "DC";
-            (outcome, 0)
         }
     }
+    Attempt::Done(outcome)
 }
 
 /// Sends a local reply on a stream whose response has not started.
@@ -503,11 +886,7 @@ fn local(
             timed_out,
             ..Outcome::default()
         },
-        Err(_) => Outcome {
-            flags: "DC",
-            client_gone: true,
-            ..Outcome::default()
-        },
+        Err(_) => Outcome::client_gone(),
     }
 }
 
@@ -546,11 +925,15 @@ enum Step {
 /// Moves DATA frames and trailers from `src` to `dst` until the end of the
 /// stream, releasing `src`'s flow-control window only as `dst` takes the data.
 ///
-/// With `reset_dst_on_src_error`, a failure to read resets `dst` with the
-/// same reason (a client's cancel becomes the host's cancel).
+/// What passes is also kept in `replay` (the request direction), and every
+/// frame marks `activity`. With `reset_dst_on_src_error`, a failure to read
+/// resets `dst` with the same reason (a client's cancel becomes the host's).
+/// Cancel-safe: dropped at an await point, nothing read is lost.
 async fn pipe(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
+    replay: Option<&Mutex<Replay>>,
+    activity: &Activity,
     reset_dst_on_src_error: bool,
 ) -> Result<PipeEnd, PipeError> {
     let mut bytes = 0u64;
@@ -587,10 +970,17 @@ async fn pipe(
         .await;
         match step {
             Step::Data(data) => {
+                activity.mark();
                 let n = data.len();
                 let _ = src.flow_control().release_capacity(n);
                 bytes += n as u64;
                 let end = src.is_end_stream();
+                if let Some(replay) = replay {
+                    replay
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .data(&data, end);
+                }
                 dst.send_data(data, end)
                     .map_err(|e| PipeError::Dst(e.reason()))?;
                 if end {
@@ -611,20 +1001,22 @@ async fn pipe(
                 })
                 .await
                 .map_err(PipeError::Dst)?;
+                activity.mark();
                 return match trailers {
-                    Ok(Some(trailers)) => {
-                        let status = grpc::status(&trailers);
-                        dst.send_trailers(trailers)
-                            .map_err(|e| PipeError::Dst(e.reason()))?;
+                    Ok(trailers) => {
+                        if let Some(replay) = replay {
+                            replay
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .end(trailers.as_ref());
+                        }
+                        let status = trailers.as_ref().and_then(grpc::status);
+                        match trailers {
+                            Some(trailers) => dst.send_trailers(trailers),
+                            None => dst.send_data(Bytes::new(), true),
+                        }
+                        .map_err(|e| PipeError::Dst(e.reason()))?;
                         Ok(PipeEnd { bytes, status })
-                    }
-                    Ok(None) => {
-                        dst.send_data(Bytes::new(), true)
-                            .map_err(|e| PipeError::Dst(e.reason()))?;
-                        Ok(PipeEnd {
-                            bytes,
-                            status: None,
-                        })
                     }
                     Err(e) => {
                         if reset_dst_on_src_error {
@@ -660,6 +1052,26 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        assert_eq!(id.matches('-').count(), 4);
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn replay_keeps_up_to_its_limit_and_forgets_on_commit() {
+        let mut r = Replay::new(10, false);
+        r.data(&Bytes::from_static(b"12345"), false);
+        assert!(r.kept && r.bytes == 5);
+        r.data(&Bytes::from_static(b"6789"), false);
+        r.end(None);
+        assert!(r.kept && r.ended && !r.headers_only());
+        r.forget();
+        assert!(!r.kept && r.chunks.is_empty());
+
+        let mut r = Replay::new(4, false);
+        r.data(&Bytes::from_static(b"12345"), true);
+        assert!(!r.kept, "over the limit: cannot be replayed");
+        assert!(r.ended);
+
+        assert!(Replay::new(4, true).headers_only());
     }
 }

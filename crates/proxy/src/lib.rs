@@ -14,6 +14,8 @@
 //! - [`cluster`]: hosts, their state and statistics; membership changes.
 //! - [`discovery`]: DNS resolution and refresh (STRICT_DNS semantics).
 //! - [`upstream`]: one multiplexed HTTP/2 connection per host, kept open.
+//! - [`health`]: active gRPC health checks (TCP connects for L4 clusters).
+//! - [`outlier`]: passive ejection of hosts that keep failing.
 //! - [`grpc`]: the gRPC knowledge the proxy needs (status, local replies).
 //! - [`l4`]: the TCP (layer 4) mode, to show connection-level skew.
 //! - [`admin`]: `/clusters`, `/stats`, `/stats/prometheus`, `/ready`, `/`.
@@ -30,7 +32,9 @@ pub mod config;
 pub mod discovery;
 pub mod forward;
 pub mod grpc;
+pub mod health;
 pub mod l4;
+pub mod outlier;
 pub mod server;
 pub mod upstream;
 
@@ -170,6 +174,8 @@ pub async fn run_with_log(
             );
         }
         background.spawn(discovery.run(stop_background.clone()));
+        background.spawn(health::run(Arc::clone(&cluster), stop_background.clone()));
+        background.spawn(outlier::run(Arc::clone(&cluster), stop_background.clone()));
         clusters.push(cluster);
     }
     let cluster_named = |name: &str| {
