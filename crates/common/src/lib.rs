@@ -121,6 +121,49 @@ pub fn format_grpc_timeout(d: Duration) -> String {
     format!("{MAX}H")
 }
 
+/// `GET path` over HTTP/1.1 on `addr` with a deadline; returns the status code.
+///
+/// For the `healthcheck` subcommands of images built FROM scratch (no curl).
+/// An unspecified address (`0.0.0.0`, `::`) means this host.
+pub fn http_probe(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let read = tcp
+            .read(&mut head[n..])
+            .map_err(|e| format!("no answer from {addr}: {e}"))?;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer from {addr}"))
+}
+
 /// Formats an error with its chain of causes on one line: `error: cause: cause`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

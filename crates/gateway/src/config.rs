@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use common::parse_duration;
 use http::Uri;
 
@@ -15,6 +15,8 @@ use http::Uri;
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version, about, long_about = None)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on for HTTP/1.1.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
@@ -31,6 +33,19 @@ pub struct Cli {
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask a running gateway's `/healthz`; exit 0 when it answers 200, 1 otherwise.
+    ///
+    /// For container HEALTHCHECKs in images that have no curl. Asks
+    /// 127.0.0.1 at the port of --listen.
+    Healthcheck {
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// What the gateway needs, validated.

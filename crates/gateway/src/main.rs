@@ -3,12 +3,28 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway::config::{Cli, Config};
+use gateway::config::{Cli, Command, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing("info,tower_http=info,h2=warn,hyper=warn");
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        return match common::http_probe(cli.listen, "/healthz", timeout) {
+            Ok(200) => {
+                println!("OK");
+                ExitCode::SUCCESS
+            }
+            Ok(code) => {
+                println!("unhealthy (HTTP {code})");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("gateway healthcheck: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match Config::from_args(&cli) {
         Ok(config) => config,
         Err(e) => {

@@ -165,3 +165,27 @@ async fn a_failing_upstream_gives_a_json_503() {
     gateway.stop().await;
     backend.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_asks_healthz() {
+    let gateway = TestGateway::start(config("http://127.0.0.1:1", Duration::from_secs(1))).await;
+    let listen = gateway.addr.to_string();
+    let run = |listen: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--listen", &listen, "healthcheck"])
+            .output()
+            .unwrap()
+    };
+    let up = tokio::task::spawn_blocking({
+        let listen = listen.clone();
+        move || run(listen)
+    })
+    .await
+    .unwrap();
+    assert!(up.status.success(), "{up:?}");
+    gateway.stop().await;
+    let down = tokio::task::spawn_blocking(move || run(listen))
+        .await
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+}

@@ -116,7 +116,27 @@ pub fn clusters_text(clusters: &[Arc<Cluster>]) -> String {
     let mut out = String::new();
     for cluster in clusters {
         let name = cluster.name();
+        let cb = &cluster.config.circuit_breakers;
         let _ = writeln!(out, "{name}::observability_name::{name}");
+        // Envoy prints its limits for both priorities; this proxy has one set.
+        for priority in ["default_priority", "high_priority"] {
+            let _ = writeln!(
+                out,
+                "{name}::{priority}::max_connections::{}",
+                cb.max_connections
+            );
+            let _ = writeln!(
+                out,
+                "{name}::{priority}::max_pending_requests::{}",
+                cb.max_pending_requests
+            );
+            let _ = writeln!(out, "{name}::{priority}::max_requests::{}", cb.max_requests);
+            let _ = writeln!(
+                out,
+                "{name}::{priority}::max_retries::{}",
+                cluster.config.retry.min_retry_concurrency
+            );
+        }
         let _ = writeln!(out, "{name}::added_via_api::false");
         for host in cluster.all_hosts() {
             let addr = host.addr;
@@ -246,7 +266,7 @@ fn samples(state: &AdminState) -> Vec<Sample> {
             } else {
                 format!("{scope}.{prefix}.{stat}")
             },
-            family: format!("envoy_{scope}_{family_stat}"),
+            family: format!("envoy_{scope}_{}", family_stat.replace('.', "_")),
             labels,
             counter,
             help,

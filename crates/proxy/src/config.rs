@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Deserializer};
 
 /// HTTP/2-aware balancing proxy for gRPC: every call goes to a backend picked
@@ -22,8 +22,10 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Default, Parser)]
 #[command(name = "proxy", version, about, long_about = None)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// YAML configuration file (see docs/proxy.md).
-    #[arg(long, short = 'c', env = "PROXY_CONFIG")]
+    #[arg(long, short = 'c', env = "PROXY_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Load and check the configuration, print a summary, and exit (0 when valid).
     #[arg(long)]
@@ -71,7 +73,7 @@ pub struct Cli {
     #[arg(long, env = "PROXY_RETRY_ON", value_delimiter = ',')]
     pub retry_on: Vec<RetryOn>,
     /// Admin interface address, or `off` [default: 127.0.0.1:8001].
-    #[arg(long, env = "PROXY_ADMIN")]
+    #[arg(long, env = "PROXY_ADMIN", global = true)]
     pub admin: Option<String>,
     /// Access log to stdout: `on` or `off` [default: on].
     #[arg(long, env = "PROXY_ACCESS_LOG")]
@@ -82,6 +84,19 @@ pub struct Cli {
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish [default: 30s].
     #[arg(long, env = "PROXY_DRAIN_TIMEOUT", value_parser = common::parse_duration)]
     pub drain_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask a running proxy's admin `/ready`; exit 0 when it answers 200 (LIVE), 1 otherwise.
+    ///
+    /// For container HEALTHCHECKs in images that have no curl. The address
+    /// comes from --admin / PROXY_ADMIN (or the config file) as usual.
+    Healthcheck {
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = common::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// What a listener balances.
@@ -827,6 +842,60 @@ impl Config {
                 ups.join(", "),
                 c.lb,
                 common::format_duration(c.connect_timeout)
+            ));
+            match &c.health_check {
+                Some(hc) => out.push_str(&format!(
+                    "  health checks every {} (timeout {}, unhealthy after {}, healthy after {}{})\n",
+                    common::format_duration(hc.interval),
+                    common::format_duration(hc.timeout),
+                    hc.unhealthy_threshold,
+                    hc.healthy_threshold,
+                    if hc.service.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", service {}", hc.service)
+                    }
+                )),
+                None => out.push_str("  health checks off\n"),
+            }
+            match &c.outlier_detection {
+                Some(od) => out.push_str(&format!(
+                    "  outlier detection: eject after {} failures for {} (max {}, at most {}% of hosts)\n",
+                    od.consecutive_failures,
+                    common::format_duration(od.base_ejection_time),
+                    common::format_duration(od.max_ejection_time),
+                    od.max_ejection_percent
+                )),
+                None => out.push_str("  outlier detection off\n"),
+            }
+            let on: Vec<String> = c
+                .retry
+                .retry_on
+                .iter()
+                .map(|r| format!("{r:?}").to_lowercase())
+                .collect();
+            out.push_str(&format!(
+                "  retries: refused streams always; {} (up to {}, buffer {} bytes, budget {}% / min {})\n",
+                if on.is_empty() {
+                    "nothing else".to_owned()
+                } else {
+                    on.join(", ")
+                },
+                c.retry.num_retries,
+                c.retry.buffer_limit,
+                c.retry.budget_percent,
+                c.retry.min_retry_concurrency
+            ));
+            let cb = &c.circuit_breakers;
+            out.push_str(&format!(
+                "  limits: {} connections, {} pending, {} requests; request timeout {}, idle timeout {}\n",
+                cb.max_connections,
+                cb.max_pending_requests,
+                cb.max_requests,
+                c.request_timeout
+                    .map_or_else(|| "none".to_owned(), common::format_duration),
+                c.idle_timeout
+                    .map_or_else(|| "none".to_owned(), common::format_duration),
             ));
         }
         match self.admin {

@@ -56,6 +56,13 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, tcp: Arc<Tcp>) {
     tcp.stats.downstream_cx_active.inc();
     let cluster = &tcp.cluster;
     let timeout = cluster.config.connect_timeout;
+    let max = cluster.config.circuit_breakers.max_connections;
+    if cluster.stats.upstream_cx_active.get() >= max {
+        cluster.stats.upstream_cx_overflow.inc();
+        tracing::warn!(%peer, max_connections = max, "circuit breaker open: closing the client connection");
+        tcp.stats.downstream_cx_active.dec();
+        return;
+    }
     let mut tried = Vec::new();
     let (mut upstream, host) = loop {
         let Some(host) = cluster.pick(&tried) else {

@@ -4,12 +4,33 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxy::config::{Cli, Config};
+use proxy::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing("info,h2=warn,hickory_proto=warn,hickory_resolver=warn");
-    let config = match Config::load(&cli) {
+    let config = Config::load(&cli);
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        let Some(admin) = admin_address(&cli, config.as_ref().ok()) else {
+            eprintln!("proxy healthcheck: the admin interface is off; nothing to ask");
+            return ExitCode::from(1);
+        };
+        return match common::http_probe(admin, "/ready", timeout) {
+            Ok(200) => {
+                println!("LIVE");
+                ExitCode::SUCCESS
+            }
+            Ok(code) => {
+                println!("not ready (HTTP {code})");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("proxy healthcheck: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("proxy: {e}");
@@ -58,4 +79,18 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The admin address a healthcheck should ask: the configuration's, or, when
+/// the rest of the configuration is not valid here (a health check needs no
+/// upstreams), `--admin` / `PROXY_ADMIN`, or the default.
+fn admin_address(cli: &Cli, config: Option<&Config>) -> Option<std::net::SocketAddr> {
+    if let Some(config) = config {
+        return config.admin;
+    }
+    match cli.admin.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(text) => text.parse().ok(),
+        None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8001))),
+    }
 }

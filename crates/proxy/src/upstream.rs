@@ -210,6 +210,17 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
         // Reports about the previous connection must not touch the next one.
         conn.generation.store(0, Relaxed);
         conn.state.send_replace(State::Connecting);
+        let max = cluster.config.circuit_breakers.max_connections;
+        if cluster.stats.upstream_cx_active.get() >= max {
+            cluster.stats.upstream_cx_overflow.inc();
+            conn.state.send_replace(State::Down {
+                error: format!("circuit breaker: cluster has max_connections ({max}) open").into(),
+            });
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next()) => continue 'connect,
+                () = stop.cancelled() => break 'connect,
+            }
+        }
         let attempt = tokio::select! {
             attempt = connect(host.addr, cluster.config.connect_timeout) => attempt,
             () = stop.cancelled() => break 'connect,

@@ -200,3 +200,48 @@ async fn the_access_log_has_one_envoy_line_per_call() {
     assert_eq!(fields[9], addr.to_string());
     assert_eq!(fields[11], backends[0].addr().to_string());
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_follows_ready() {
+    let backends = backends(1).await;
+    let mut proxy = TestProxy::start(config(&upstreams(&backends), Mode::L7)).await;
+    let admin = proxy.admin.to_string();
+    let run = move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .args(["healthcheck", "--admin", &admin])
+            .output()
+            .unwrap()
+    };
+    let live = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    assert!(live.status.success(), "{live:?}");
+    assert_eq!(String::from_utf8_lossy(&live.stdout).trim(), "LIVE");
+
+    // Draining (a call in flight keeps the proxy from finishing): /ready fails.
+    let mut client = EchoServiceClient::new(proxy.channel().await);
+    let slow = tokio::spawn(async move {
+        client
+            .echo(proto::gateway::EchoRequest {
+                delay_ms: 1000,
+                ..Default::default()
+            })
+            .await
+    });
+    support::eventually(
+        "the slow call is in flight",
+        std::time::Duration::from_secs(5),
+        || async {
+            proxy.clusters().await[&(backends[0].addr().to_string(), "rq_active".into())] == "1"
+        },
+    )
+    .await;
+    proxy.begin_shutdown();
+    support::eventually(
+        "/ready fails while draining",
+        std::time::Duration::from_secs(5),
+        || async { proxy.admin_get("/ready").await.0 == 503 },
+    )
+    .await;
+    let draining = tokio::task::spawn_blocking(run).await.unwrap();
+    assert_eq!(draining.status.code(), Some(1), "{draining:?}");
+    assert!(slow.await.unwrap().is_ok(), "the call in flight finished");
+}
