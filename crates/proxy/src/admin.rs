@@ -330,6 +330,93 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 s.upstream_cx_none_healthy.get(),
             ),
             (
+                "upstream_cx_overflow",
+                true,
+                "Connections refused by the max_connections circuit breaker",
+                s.upstream_cx_overflow.get(),
+            ),
+            (
+                "upstream_rq_pending_active",
+                false,
+                "Calls waiting for a connection or stream",
+                s.upstream_rq_pending_active.get(),
+            ),
+            (
+                "upstream_rq_pending_overflow",
+                true,
+                "Calls refused by the max_requests or max_pending_requests circuit breakers",
+                s.upstream_rq_pending_overflow.get(),
+            ),
+            (
+                "upstream_rq_retry",
+                true,
+                "Attempts retried on another host",
+                s.upstream_rq_retry.get(),
+            ),
+            (
+                "upstream_rq_retry_success",
+                true,
+                "Retried calls that then succeeded",
+                s.upstream_rq_retry_success.get(),
+            ),
+            (
+                "upstream_rq_retry_overflow",
+                true,
+                "Retries refused by the retry budget",
+                s.upstream_rq_retry_overflow.get(),
+            ),
+            (
+                "upstream_rq_retry_limit_exceeded",
+                true,
+                "Retries refused because num_retries was reached",
+                s.upstream_rq_retry_limit_exceeded.get(),
+            ),
+            (
+                "health_check.attempt",
+                true,
+                "Active health checks made",
+                s.health_check_attempt.get(),
+            ),
+            (
+                "health_check.success",
+                true,
+                "Active health checks passed",
+                s.health_check_success.get(),
+            ),
+            (
+                "health_check.failure",
+                true,
+                "Active health checks failed",
+                s.health_check_failure.get(),
+            ),
+            (
+                "health_check.healthy",
+                false,
+                "Hosts passing active health checks",
+                hosts
+                    .iter()
+                    .filter(|h| h.flags() & health::FAILED_ACTIVE_HC == 0)
+                    .count() as u64,
+            ),
+            (
+                "outlier_detection.ejections_active",
+                false,
+                "Hosts ejected now",
+                s.outlier_ejections_active.get(),
+            ),
+            (
+                "outlier_detection.ejections_enforced_total",
+                true,
+                "Ejections made",
+                s.outlier_ejections_enforced_total.get(),
+            ),
+            (
+                "outlier_detection.ejections_overflow",
+                true,
+                "Ejections refused by max_ejection_percent",
+                s.outlier_ejections_overflow.get(),
+            ),
+            (
                 "upstream_cx_total",
                 true,
                 "Upstream connections opened",

@@ -232,8 +232,10 @@ pub async fn run_with_log(
 
     let admin_stop = CancellationToken::new();
     let admin_task = listeners.admin.map(|admin| {
-        let addr = admin.local_addr().ok();
-        tracing::info!(addr = ?addr, "admin interface listening");
+        match admin.local_addr() {
+            Ok(addr) => tracing::info!(%addr, "admin interface listening"),
+            Err(e) => tracing::warn!(error = %e, "admin interface listening on an unknown address"),
+        }
         let state = Arc::new(AdminState {
             clusters: clusters.clone(),
             listeners: infos,

@@ -333,3 +333,189 @@ impl Drop for TestDns {
         self.task.abort();
     }
 }
+
+/// A program of this workspace run as a real process, so that tests can stop
+/// it the way an orchestrator does (SIGTERM) or the way a crash does (SIGKILL).
+/// Its log is read for the address it announces.
+pub struct Process {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Where cargo put the workspace's binaries (next to the test executable).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build --bins` first)",
+        path.display()
+    );
+    path
+}
+
+impl Process {
+    /// Starts `name` with `args`; waits for a stderr line containing `ready`
+    /// and an `addr=IP:PORT` field.
+    pub fn start(name: &str, args: &[&str], ready: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ready = ready.to_owned();
+        std::thread::spawn({
+            let log = log.clone();
+            move || {
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { return };
+                    if line.contains(&ready) {
+                        if let Some(addr) = line
+                            .split_whitespace()
+                            .find_map(|w| w.strip_prefix("addr="))
+                            .and_then(|a| a.parse::<SocketAddr>().ok())
+                        {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{name} did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        Process { child, addr, log }
+    }
+
+    /// Our backend on `listen` (e.g. `127.0.0.1:0`), named `id`.
+    pub fn backend(id: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--listen", listen, "--id", id, "--grace-period", "5s"];
+        args.extend_from_slice(extra);
+        Self::start("backend", &args, "backend serving")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process dies at once; the kernel closes its sockets.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as `docker stop` or Kubernetes sends.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (blocking; use from spawn_blocking).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Calls made by [`Traffic`], and how they ended.
+#[derive(Default)]
+pub struct Tally {
+    pub ok: HashMap<String, u64>,
+    pub failed: Vec<String>,
+}
+
+impl Tally {
+    pub fn ok_total(&self) -> u64 {
+        self.ok.values().sum()
+    }
+}
+
+/// A steady, bounded stream of Echo calls over one connection: `workers`
+/// calls at a time, each followed by a short pause.
+pub struct Traffic {
+    pub tally: Arc<Mutex<Tally>>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(channel: Channel, workers: usize, request: EchoRequest) -> Self {
+        let tally: Arc<Mutex<Tally>> = Arc::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let tasks = (0..workers)
+            .map(|_| {
+                let mut client = EchoServiceClient::new(channel.clone());
+                let (tally, stop, request) = (tally.clone(), stop.clone(), request.clone());
+                tokio::spawn(async move {
+                    while !stop.is_cancelled() {
+                        let mut call = tonic::Request::new(request.clone());
+                        call.set_timeout(Duration::from_secs(10));
+                        match client.echo(call).await {
+                            Ok(reply) => {
+                                *tally
+                                    .lock()
+                                    .unwrap()
+                                    .ok
+                                    .entry(reply.into_inner().backend_id)
+                                    .or_default() += 1;
+                            }
+                            Err(status) => tally.lock().unwrap().failed.push(format!(
+                                "{:?}: {}",
+                                status.code(),
+                                status.message()
+                            )),
+                        }
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                })
+            })
+            .collect();
+        Traffic { tally, stop, tasks }
+    }
+
+    pub fn count(&self, id: &str) -> u64 {
+        self.tally.lock().unwrap().ok.get(id).copied().unwrap_or(0)
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        self.tally.lock().unwrap().failed.clone()
+    }
+
+    /// Stops and waits for the calls in flight.
+    pub async fn stop(self) -> Tally {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        Arc::try_unwrap(self.tally)
+            .map(|m| m.into_inner().unwrap())
+            .unwrap_or_default()
+    }
+}
