@@ -378,14 +378,13 @@ impl Process {
             move || {
                 for line in std::io::BufReader::new(stderr).lines() {
                     let Ok(line) = line else { return };
-                    if line.contains(&ready) {
-                        if let Some(addr) = line
+                    if line.contains(&ready)
+                        && let Some(addr) = line
                             .split_whitespace()
                             .find_map(|w| w.strip_prefix("addr="))
                             .and_then(|a| a.parse::<SocketAddr>().ok())
-                        {
-                            let _ = tx.send(addr);
-                        }
+                    {
+                        let _ = tx.send(addr);
                     }
                     log.lock().unwrap().push(line);
                 }
