@@ -100,3 +100,27 @@ fn help_names_the_environment_variables() {
         assert!(help.contains(var), "{var} missing from --help");
     }
 }
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    let compose = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compose");
+    for name in ["front-proxy.yaml", "front-proxy-l4.yaml"] {
+        let path = compose.join(name);
+        if !path.exists() && name != "front-proxy.yaml" {
+            continue;
+        }
+        let out = proxy(&["--validate", "--config", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {out:?}");
+    }
+    let out = proxy(&[
+        "--validate",
+        "--config",
+        compose.join("front-proxy.yaml").to_str().unwrap(),
+    ]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("health checks every 1s"), "{summary}");
+    assert!(
+        summary.contains("retries: refused streams always; reset, unavailable"),
+        "{summary}"
+    );
+}
