@@ -208,7 +208,7 @@ mod tests {
         }
         assert_eq!(
             format_grpc_timeout(Duration::from_millis(250)),
-            "250000000n"
+            "250000u"
         );
         assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(100_000)), "100000S");
