@@ -2,7 +2,6 @@
 # Built by scripts/build-images from the staging folder it prepares.
 FROM scratch
 COPY gateway /gateway
-COPY httpcheck /httpcheck
 # glibc's resolver, linked in statically, reads this: /etc/hosts first, then
 # DNS (Docker's embedded server knows `front-proxy`).
 COPY nsswitch.conf /etc/nsswitch.conf
@@ -10,8 +9,8 @@ ENV GATEWAY_LISTEN=0.0.0.0:3000 \
     GATEWAY_UPSTREAM=http://front-proxy:8000
 EXPOSE 3000
 USER 65534:65534
-# GET /healthz is the gateway's own liveness (it does not call upstream).
-# httpcheck stands in until the gateway has a `healthcheck` subcommand.
+# `gateway healthcheck` asks the gateway's own GET /healthz (its liveness; it
+# does not call upstream, so the gateway is healthy before the proxy is).
 HEALTHCHECK --interval=2s --timeout=2s --start-period=10s --retries=2 \
-    CMD ["/httpcheck", "http://127.0.0.1:3000/healthz"]
+    CMD ["/gateway", "healthcheck", "--timeout", "1s"]
 ENTRYPOINT ["/gateway"]

@@ -3,16 +3,17 @@
 # Built by scripts/build-images from the staging folder it prepares.
 FROM scratch
 COPY proxy /proxy
-COPY httpcheck /httpcheck
 COPY front-proxy.yaml /etc/proxy/proxy.yaml
 # glibc's resolver, linked in statically, reads this: /etc/hosts first, then
 # DNS (Docker's embedded server answers the alias `backend` with every replica).
 COPY nsswitch.conf /etc/nsswitch.conf
+# Read by the server and by `proxy healthcheck` alike, so both agree on the
+# admin address: mount another configuration here rather than elsewhere.
 ENV PROXY_CONFIG=/etc/proxy/proxy.yaml
 EXPOSE 8000 8001
 USER 65534:65534
-# Admin /ready answers 200 LIVE while the proxy serves, 503 once it drains.
-# httpcheck stands in until the proxy has a `healthcheck` subcommand.
+# `proxy healthcheck` asks the admin /ready: 200 LIVE while the proxy serves,
+# 503 once it drains.
 HEALTHCHECK --interval=2s --timeout=2s --start-period=10s --retries=2 \
-    CMD ["/httpcheck", "http://127.0.0.1:8001/ready"]
+    CMD ["/proxy", "healthcheck", "--timeout", "1s"]
 ENTRYPOINT ["/proxy"]
