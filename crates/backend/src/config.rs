@@ -55,10 +55,10 @@ pub struct HealthcheckArgs {
     #[arg(long, env = "BACKEND_HEALTHCHECK_ADDR")]
     pub addr: Option<String>,
     /// Service name to ask about; empty means the whole server.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "BACKEND_HEALTHCHECK_SERVICE", default_value = "")]
     pub service: String,
     /// How long to wait for the answer.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "BACKEND_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 

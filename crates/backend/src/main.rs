@@ -3,12 +3,11 @@
 use std::process::ExitCode;
 
 use backend::config::{Cli, Command, Config};
-use clap::Parser;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::parse_args();
     common::init_tracing("info,h2=warn,tower=warn,hyper=warn");
 
     if let Some(Command::Healthcheck(args)) = cli.command {

@@ -12,6 +12,28 @@ use tracing_subscriber::EnvFilter;
 /// Exit status for bad configuration (`EX_USAGE` from `sysexits.h`).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// Parses the command line; on a usage error prints clap's message and exits
+/// with [`EXIT_CONFIG`] (64) like every other configuration problem. `--help`
+/// and `--version` exit 0 as usual.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            let _ = e.print();
+            std::process::exit(EXIT_CONFIG);
+        }
+    }
+}
+
 /// Starts `tracing` to stderr. `RUST_LOG` overrides `default_filter`.
 ///
 /// Logs go to stderr so that stdout stays free for what is meant to be piped,
@@ -206,10 +228,7 @@ mod tests {
         for bad in [&b""[..], b"m", b"123456789m", b"10x", b"-1S", b"1.5S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
-        assert_eq!(
-            format_grpc_timeout(Duration::from_millis(250)),
-            "250000u"
-        );
+        assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(100_000)), "100000S");
         for d in [

@@ -43,7 +43,7 @@ pub enum Command {
     /// 127.0.0.1 at the port of --listen.
     Healthcheck {
         /// How long to wait for the answer.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        #[arg(long, env = "GATEWAY_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
     },
 }

@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use gateway::config::{Cli, Command, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::parse_args();
     common::init_tracing("info,tower_http=info,h2=warn,hyper=warn");
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         return match common::http_probe(cli.listen, "/healthz", timeout) {

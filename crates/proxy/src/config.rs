@@ -28,7 +28,7 @@ pub struct Cli {
     #[arg(long, short = 'c', env = "PROXY_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Load and check the configuration, print a summary, and exit (0 when valid).
-    #[arg(long)]
+    #[arg(long, env = "PROXY_VALIDATE")]
     pub validate: bool,
     /// Address of the proxy listener [default: 0.0.0.0:8000].
     #[arg(long, env = "PROXY_LISTEN")]
@@ -94,7 +94,7 @@ pub enum Command {
     /// comes from --admin / PROXY_ADMIN (or the config file) as usual.
     Healthcheck {
         /// How long to wait for the answer.
-        #[arg(long, default_value = "2s", value_parser = common::parse_duration)]
+        #[arg(long, env = "PROXY_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = common::parse_duration)]
         timeout: Duration,
     },
 }
@@ -424,6 +424,26 @@ fn default_limit() -> u64 {
     1024
 }
 
+/// `true`/`false`, or `on`/`off` as the flag spells it.
+fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OnOff {
+        Bool(bool),
+        Text(String),
+    }
+    match OnOff::deserialize(d)? {
+        OnOff::Bool(b) => Ok(b),
+        OnOff::Text(t) => match t.trim() {
+            "on" | "true" | "yes" => Ok(true),
+            "off" | "false" | "no" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "expected on or off, got {other:?}"
+            ))),
+        },
+    }
+}
+
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = Option::<String>::deserialize(d)?;
     match s.as_deref().map(str::trim) {
@@ -501,7 +521,7 @@ impl ListenerConfig {
 struct FileConfig {
     #[serde(default)]
     admin: Option<String>,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "on_off")]
     access_log: bool,
     #[serde(default)]
     listeners: Vec<ListenerConfig>,
@@ -1052,6 +1072,18 @@ clusters:
             .unwrap_err()
             .to_string();
         assert!(err.contains("fastest"), "{err}");
+    }
+
+    #[test]
+    fn access_log_takes_on_and_off_as_well_as_booleans() {
+        let yaml = "access_log: off\nclusters:\n  - upstreams: [b:1]\n";
+        assert!(!from_yaml(yaml, &[]).unwrap().access_log);
+        let yaml = "access_log: true\nclusters:\n  - upstreams: [b:1]\n";
+        assert!(from_yaml(yaml, &[]).unwrap().access_log);
+        let err = from_yaml("access_log: maybe\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected on or off"), "{err}");
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl Resolver {
         // Every refresh must see the current answer: no cache, no search list.
         opts.cache_size = 0;
         opts.ndots = 0;
-        opts.timeout = std::time::Duration::from_secs(2);
-        opts.attempts = 2;
+        // A dead server must not stretch a refresh much past its interval.
+        opts.timeout = std::time::Duration::from_secs(1);
+        opts.attempts = 1;
         let resolver =
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
                 .with_options(opts)
@@ -116,6 +117,8 @@ pub struct Discovery {
     cluster: Arc<Cluster>,
     resolver: Resolver,
     last_good: HashMap<String, Vec<SocketAddr>>,
+    /// Names whose last lookup failed (warned once, not every refresh).
+    failing: std::collections::HashSet<String>,
 }
 
 impl Discovery {
@@ -124,6 +127,7 @@ impl Discovery {
             cluster,
             resolver,
             last_good: HashMap::new(),
+            failing: std::collections::HashSet::new(),
         }
     }
 
@@ -142,6 +146,9 @@ impl Discovery {
             let key = upstream.to_string();
             match self.resolver.resolve(&upstream.host, upstream.port).await {
                 Ok(addrs) => {
+                    if self.failing.remove(&key) {
+                        tracing::info!(cluster = cluster.name(), upstream = %key, "DNS lookups work again");
+                    }
                     if self.last_good.get(&key) != Some(&addrs) {
                         tracing::debug!(cluster = cluster.name(), upstream = %key, ?addrs, "resolved");
                     }
@@ -151,8 +158,12 @@ impl Discovery {
                 Err(e) => {
                     failed = true;
                     let kept = self.last_good.get(&key).cloned().unwrap_or_default();
-                    tracing::warn!(cluster = cluster.name(), error = %e, kept = kept.len(),
-                        "DNS lookup failed; keeping the hosts it had");
+                    if self.failing.insert(key.clone()) {
+                        tracing::warn!(cluster = cluster.name(), error = %e, kept = kept.len(),
+                            "DNS lookup failed; keeping the hosts it had (logged once until it works again)");
+                    } else {
+                        tracing::debug!(cluster = cluster.name(), error = %e, "DNS lookup failed again");
+                    }
                     wanted.extend(kept.into_iter().map(|a| (a, upstream.host.clone())));
                 }
             }

@@ -74,6 +74,9 @@ pub struct Route {
     pub cluster: Arc<Cluster>,
     pub access_log: AccessLog,
     pub stats: Arc<ListenerStats>,
+    /// Cancelled when the drain deadline passes: calls still running end with
+    /// UNAVAILABLE instead of being cut without a word.
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 /// How one attempt (or the whole call) ended.
@@ -132,6 +135,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         grpc,
         deadline,
         idle_timeout: cluster.idle_timeout,
+        cut: &route.cut,
         started,
         respond,
         entry: &mut entry,
@@ -390,6 +394,7 @@ struct Call<'a> {
     grpc: bool,
     deadline: Option<Instant>,
     idle_timeout: Option<Duration>,
+    cut: &'a tokio_util::sync::CancellationToken,
     started: Instant,
     respond: SendResponse<Bytes>,
     entry: &'a mut Entry,
@@ -427,6 +432,9 @@ impl Call<'_> {
                 opened = self.open(&parts, headers_only, &mut tried) => opened,
                 () = sleep_until(self.deadline) => {
                     return self.reply(code::DEADLINE_EXCEEDED, "deadline exceeded before a host was reached", "UT", true);
+                }
+                () = self.cut.cancelled() => {
+                    return self.reply(code::UNAVAILABLE, "proxy shutting down", "LR", false);
                 }
             };
             let Opened {
@@ -571,7 +579,7 @@ impl Call<'_> {
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.headers_mut() = parts.headers.clone();
-        if let Some(deadline) = self.deadline {
+        if let Some(deadline) = self.deadline.filter(|_| self.grpc) {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Ok(value) = HeaderValue::from_str(&common::format_grpc_timeout(left)) {
                 request.headers_mut().insert("grpc-timeout", value);
@@ -608,6 +616,7 @@ impl Call<'_> {
             deadline: self.deadline,
             idle: self.idle_timeout,
             activity,
+            cut: self.cut,
         };
         let mut bytes_received = 0;
         let attempt = {
@@ -676,12 +685,15 @@ struct Timers<'a> {
     deadline: Option<Instant>,
     idle: Option<Duration>,
     activity: &'a Activity,
+    cut: &'a tokio_util::sync::CancellationToken,
 }
 
 /// Which limit passed.
 enum Expired {
     Deadline,
     Idle,
+    /// The proxy's drain deadline passed.
+    Shutdown,
 }
 
 impl Timers<'_> {
@@ -702,6 +714,7 @@ impl Timers<'_> {
         tokio::select! {
             () = sleep_until(self.deadline) => Expired::Deadline,
             () = idle => Expired::Idle,
+            () = self.cut.cancelled() => Expired::Shutdown,
         }
     }
 }
@@ -738,12 +751,14 @@ async fn respond(
     let head = tokio::select! {
         head = head => head,
         expired = timers.expired() => {
-            let (code, message, timed_out) = match expired {
-                Expired::Deadline => (code::DEADLINE_EXCEEDED, "deadline exceeded", true),
-                Expired::Idle => (code::UNAVAILABLE, "stream idle timeout", false),
+            let (code, message, flags) = match expired {
+                Expired::Deadline => (code::DEADLINE_EXCEEDED, "deadline exceeded", "UT"),
+                Expired::Idle => (code::UNAVAILABLE, "stream idle timeout", "SI"),
+                Expired::Shutdown => (code::UNAVAILABLE, "proxy shutting down", "LR"),
             };
-            let mut outcome = local(respond, grpc, code, message, if timed_out { "UT" } else { "SI" }, timed_out);
-            outcome.upstream_failed = !timed_out;
+            let timed_out = flags == "UT";
+            let mut outcome = local(respond, grpc, code, message, flags, timed_out);
+            outcome.upstream_failed = flags == "SI";
             return Attempt::Done(outcome);
         }
     };
@@ -826,6 +841,10 @@ async fn respond(
                     outcome.flags = "SI";
                     (code::UNAVAILABLE, "stream idle timeout")
                 }
+                Expired::Shutdown => {
+                    outcome.flags = "LR";
+                    (code::UNAVAILABLE, "proxy shutting down")
+                }
             };
             if grpc {
                 let _ = down.send_trailers(grpc::trailers(code, message));
@@ -878,8 +897,16 @@ fn local(
 ) -> Outcome {
     let response = grpc::local_reply(grpc, code, message);
     let status = response.status().as_u16();
-    match respond.send_response(response, true) {
-        Ok(_) => Outcome {
+    // gRPC answers are trailers-only; plain HTTP ones say what happened in the body.
+    let sent = if grpc {
+        respond.send_response(response, true).map(drop)
+    } else {
+        respond
+            .send_response(response, false)
+            .and_then(|mut body| body.send_data(Bytes::from(format!("{message}\n")), true))
+    };
+    match sent {
+        Ok(()) => Outcome {
             response_code: status,
             grpc_status: grpc.then_some(code),
             flags,

@@ -22,6 +22,8 @@ pub struct Tcp {
     pub listener: String,
     pub cluster: Arc<Cluster>,
     pub stats: Arc<ListenerStats>,
+    /// Cancelled when the drain deadline passes: open connections close.
+    pub cut: CancellationToken,
 }
 
 /// Accepts until `shutdown`; open connections keep copying until either side
@@ -92,8 +94,13 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, tcp: Arc<Tcp>) {
 
     // A TCP balancer cannot drain gracefully (it cannot see calls): on
     // shutdown its connections end when the drain deadline passes.
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "TCP proxying ended with an error");
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = copied {
+                tracing::debug!(error = %e, "TCP proxying ended with an error");
+            }
+        }
+        () = tcp.cut.cancelled() => tracing::debug!("drain deadline passed; closing"),
     }
     host.stats.cx_active.dec();
     cluster.stats.upstream_cx_active.dec();

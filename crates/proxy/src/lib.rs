@@ -122,6 +122,20 @@ impl Listeners {
     }
 }
 
+/// Calls in flight (L7) plus open connections (L4), for the drain's logs.
+fn count_in_flight(clusters: &[Arc<Cluster>], listeners: &[(Mode, Arc<ListenerStats>)]) -> u64 {
+    let calls: u64 = clusters
+        .iter()
+        .map(|c| c.stats.upstream_rq_active.get())
+        .sum();
+    let tcp: u64 = listeners
+        .iter()
+        .filter(|(mode, _)| *mode == Mode::L4)
+        .map(|(_, stats)| stats.downstream_cx_active.get())
+        .sum();
+    calls + tcp
+}
+
 /// Serves until `shutdown`, writing the access log (if on) to stdout.
 pub async fn run(
     config: Config,
@@ -145,6 +159,8 @@ pub async fn run_with_log(
     let background = TaskTracker::new();
     let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
+    // Cancelled when the drain deadline passes: calls still running are ended.
+    let cut = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
 
     let (access_log, log_thread) = if config.access_log {
@@ -206,6 +222,7 @@ pub async fn run_with_log(
                     cluster,
                     access_log: access_log.clone(),
                     stats,
+                    cut: cut.clone(),
                 });
                 calls.spawn(server::serve(
                     listener,
@@ -219,6 +236,7 @@ pub async fn run_with_log(
                     listener: l.name.clone(),
                     cluster,
                     stats,
+                    cut: cut.clone(),
                 });
                 calls.spawn(l4::serve(
                     listener,
@@ -230,6 +248,10 @@ pub async fn run_with_log(
         }
     }
 
+    let infos_for_drain: Vec<(Mode, Arc<ListenerStats>)> = infos
+        .iter()
+        .map(|i| (i.mode, Arc::clone(&i.stats)))
+        .collect();
     let admin_stop = CancellationToken::new();
     let admin_task = listeners.admin.map(|admin| {
         match admin.local_addr() {
@@ -260,14 +282,11 @@ pub async fn run_with_log(
 
     // Stage 1: fail /ready, stop accepting, GOAWAY to every client.
     ready.store(false, Ordering::Relaxed);
-    let in_flight: u64 = clusters
-        .iter()
-        .map(|c| c.stats.upstream_rq_active.get())
-        .sum();
+    let in_flight = count_in_flight(&clusters, &infos_for_drain);
     tracing::info!(
         in_flight,
         drain_timeout = %common::format_duration(config.drain_timeout),
-        "draining: /ready fails, GOAWAY sent to clients, calls in flight may finish"
+        "draining: /ready fails, GOAWAY sent to clients, calls (and L4 connections) in flight may finish"
     );
     stop_accepting.cancel();
     calls.close();
@@ -276,14 +295,13 @@ pub async fn run_with_log(
         .await
         .is_err()
     {
-        let left: u64 = clusters
-            .iter()
-            .map(|c| c.stats.upstream_rq_active.get())
-            .sum();
+        let left = count_in_flight(&clusters, &infos_for_drain);
         tracing::warn!(
             calls_cut = left,
-            "drain timeout passed; closing what is left"
+            "drain timeout passed; ending what is left with UNAVAILABLE"
         );
+        cut.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), calls.wait()).await;
     } else {
         tracing::info!("all calls finished");
     }

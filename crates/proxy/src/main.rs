@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use proxy::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::parse_args();
     common::init_tracing("info,h2=warn,hickory_proto=warn,hickory_resolver=warn");
     let config = Config::load(&cli);
     if let Some(Command::Healthcheck { timeout }) = cli.command {
@@ -67,16 +66,29 @@ fn main() -> ExitCode {
                 return ExitCode::from(common::EXIT_CONFIG as u8);
             }
         };
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async {
             let signal = common::shutdown_signal().await;
-            tracing::info!(signal, "signal received");
+            tracing::info!(signal, "signal received; a second one exits at once");
+            let _ = first_tx.send(());
         };
-        match proxy::run(config, listeners, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %common::error_chain(&e), "proxy failed");
-                ExitCode::FAILURE
+        // An operator who signals twice wants out now, drain or not.
+        let impatient = async {
+            if first_rx.await.is_err() {
+                std::future::pending::<()>().await;
             }
+            let signal = common::shutdown_signal().await;
+            tracing::warn!(signal, "second signal: exiting without finishing the drain");
+        };
+        tokio::select! {
+            result = proxy::run(config, listeners, shutdown) => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %common::error_chain(&e), "proxy failed");
+                    ExitCode::FAILURE
+                }
+            },
+            () = impatient => ExitCode::from(1),
         }
     })
 }

@@ -124,3 +124,18 @@ fn the_shipped_configs_are_valid() {
         "{summary}"
     );
 }
+
+#[test]
+fn usage_errors_exit_64_like_other_configuration_problems() {
+    for args in [
+        &["--lb", "fastest"][..],
+        &["--listen", "nope"],
+        &["--no-such-flag"],
+    ] {
+        let out = proxy(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    let out = proxy(&["--version"]);
+    assert!(out.status.success());
+}

@@ -421,3 +421,39 @@ async fn proxy_sigterm_fails_ready_first_and_lets_calls_in_flight_finish() {
     assert!(exited.1.contains("draining"), "{}", exited.1);
     assert!(exited.1.contains("all calls finished"), "{}", exited.1);
 }
+
+#[tokio::test]
+async fn calls_still_running_at_the_drain_deadline_end_with_unavailable() {
+    let backends = backends(1).await;
+    let mut config = config(&upstreams(&backends), Mode::L7);
+    config.drain_timeout = Duration::from_millis(300);
+    let mut proxy = TestProxy::start(config).await;
+    let mut client = EchoServiceClient::new(proxy.channel().await);
+    let call = tokio::spawn(async move {
+        client
+            .echo(EchoRequest {
+                delay_ms: 5000,
+                ..Default::default()
+            })
+            .await
+    });
+    eventually("the call is in flight", Duration::from_secs(5), || async {
+        proxy
+            .admin_get("/stats")
+            .await
+            .1
+            .contains("upstream_rq_active: 1\n")
+    })
+    .await;
+    let started = Instant::now();
+    proxy.begin_shutdown();
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(err.message(), "proxy shutting down");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.stop().await;
+}
