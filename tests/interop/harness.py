@@ -82,3 +82,11 @@ def backend(backend_id, *extra):
         ["--listen", "127.0.0.1:0", "--id", backend_id, *extra],
         r"backend serving.*addr=(\S+)",
     )
+
+
+def proxy(upstreams, *extra):
+    """Starts our proxy on an ephemeral port of 127.0.0.1, admin off."""
+    args = ["--listen", "127.0.0.1:0", "--admin", "off", "--access-log", "off"]
+    for upstream in upstreams:
+        args += ["--upstream", upstream]
+    return Process("proxy", args + list(extra), r"listening.*addr=(\S+)")
