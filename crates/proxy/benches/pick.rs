@@ -31,7 +31,7 @@ fn addr(i: usize) -> SocketAddr {
 fn cluster(n: usize, lb: LbPolicy) -> (Arc<Cluster>, Arc<Vec<Arc<Host>>>) {
     let mut config = ClusterConfig::new("bench", Vec::new());
     config.lb = lb;
-    let cluster = Cluster::new(config, TaskTracker::new(), false);
+    let cluster = Cluster::new(config, TaskTracker::new(), false, None);
     let wanted: Vec<(SocketAddr, String)> = (0..n).map(|i| (addr(i), format!("h{i}"))).collect();
     cluster.update(&wanted);
     let hosts = cluster.hosts();

@@ -221,12 +221,19 @@ pub struct Cluster {
     pub http2: bool,
     /// Woken when hosts join, so that the health checker sees them at once.
     pub(crate) hosts_added: Notify,
+    /// TLS towards the hosts, if configured.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Cluster {
     /// A cluster with no hosts yet. With `http2`, each host gets a maintained
     /// HTTP/2 connection (for L7 listeners).
-    pub fn new(config: ClusterConfig, tasks: TaskTracker, http2: bool) -> Arc<Self> {
+    pub fn new(
+        config: ClusterConfig,
+        tasks: TaskTracker,
+        http2: bool,
+        tls: Option<crate::tls::ClientTls>,
+    ) -> Arc<Self> {
         Arc::new(Cluster {
             config,
             hosts: ArcSwap::from_pointee(Vec::new()),
@@ -236,6 +243,7 @@ impl Cluster {
             tasks,
             http2,
             hosts_added: Notify::new(),
+            tls,
         })
     }
 

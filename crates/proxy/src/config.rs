@@ -72,6 +72,22 @@ pub struct Cli {
     /// Retry on another host on: `reset`, `unavailable` (comma-separated).
     #[arg(long, env = "PROXY_RETRY_ON", value_delimiter = ',')]
     pub retry_on: Vec<RetryOn>,
+    /// Certificate chain (PEM) for TLS on the listener; needs --tls-key.
+    #[arg(long, env = "PROXY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "PROXY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) to verify the upstreams with: turns on TLS to them.
+    #[arg(long, env = "PROXY_UPSTREAM_TLS_CA")]
+    pub upstream_tls_ca: Option<PathBuf>,
+    /// Name to verify the upstreams' certificates against [default: the upstream host].
+    #[arg(
+        long,
+        env = "PROXY_UPSTREAM_TLS_SERVER_NAME",
+        requires = "upstream_tls_ca"
+    )]
+    pub upstream_tls_server_name: Option<String>,
     /// Admin interface address, or `off` [default: 127.0.0.1:8001].
     #[arg(long, env = "PROXY_ADMIN", global = true)]
     pub admin: Option<String>,
@@ -227,6 +243,29 @@ pub struct ListenerConfig {
     pub mode: Mode,
     #[serde(default = "default_cluster_name")]
     pub cluster: String,
+    /// Terminate TLS (ALPN h2) on this listener; cleartext when absent.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's certificate chain and key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// TLS towards a cluster's hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of the CA certificates that sign the hosts' certificates.
+    pub ca: PathBuf,
+    /// The name the hosts' certificates are checked against (and sent as SNI);
+    /// the upstream's host name when absent.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// One cluster: its upstreams and how calls are spread over their hosts.
@@ -261,6 +300,9 @@ pub struct ClusterConfig {
     /// None by default.
     #[serde(default, deserialize_with = "opt_duration")]
     pub idle_timeout: Option<Duration>,
+    /// TLS to the hosts; cleartext HTTP/2 when absent.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Active health checking with `grpc.health.v1.Health/Check` (L7), or a TCP
@@ -499,6 +541,7 @@ impl ClusterConfig {
             circuit_breakers: CircuitBreakers::default(),
             request_timeout: None,
             idle_timeout: None,
+            tls: None,
         }
     }
 }
@@ -511,6 +554,7 @@ impl ListenerConfig {
             address,
             mode,
             cluster: cluster.into(),
+            tls: None,
         }
     }
 }
@@ -609,9 +653,16 @@ impl Config {
             if let Some(mode) = cli.mode {
                 first.mode = mode;
             }
+            if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+                first.tls = Some(ListenerTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+            }
         }
         let target = listeners[0].cluster.clone();
         let flags_touch_cluster = !cli.upstreams.is_empty()
+            || cli.upstream_tls_ca.is_some()
             || cli.health_check_interval.is_some()
             || cli.outlier_consecutive_failures.is_some()
             || !cli.retry_on.is_empty()
@@ -664,6 +715,12 @@ impl Config {
             }
             if !cli.retry_on.is_empty() {
                 cluster.retry.retry_on = cli.retry_on.clone();
+            }
+            if let Some(ca) = &cli.upstream_tls_ca {
+                cluster.tls = Some(UpstreamTls {
+                    ca: ca.clone(),
+                    server_name: cli.upstream_tls_server_name.clone(),
+                });
             }
         }
 
@@ -792,6 +849,19 @@ impl Config {
                     c.name
                 ));
             }
+            if let Some(tls) = &c.tls {
+                if let Err(e) = crate::tls::client_config(&tls.ca) {
+                    problems.push(format!("cluster {:?}: upstream TLS: {e}", c.name));
+                }
+                if let Some(name) = &tls.server_name
+                    && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+                {
+                    problems.push(format!(
+                        "cluster {:?}: upstream TLS server_name {name:?} is not a valid name",
+                        c.name
+                    ));
+                }
+            }
             let cb = &c.circuit_breakers;
             if cb.max_connections == 0 || cb.max_pending_requests == 0 || cb.max_requests == 0 {
                 problems.push(format!(
@@ -808,6 +878,16 @@ impl Config {
             }
             if l.address.port() != 0 && !addrs.insert(l.address) {
                 problems.push(format!("two listeners use {}", l.address));
+            }
+            if let Some(tls) = &l.tls {
+                if l.mode == Mode::L4 {
+                    problems.push(format!(
+                        "listener {:?}: TLS needs mode l7 (an L4 listener passes TLS through untouched)",
+                        l.name
+                    ));
+                } else if let Err(e) = crate::tls::server_config(&tls.cert, &tls.key) {
+                    problems.push(format!("listener {:?}: {e}", l.name));
+                }
             }
             if !names.contains(l.cluster.as_str()) {
                 problems.push(format!(
@@ -840,8 +920,14 @@ impl Config {
         let mut out = String::new();
         for l in &self.listeners {
             out.push_str(&format!(
-                "listener {} on {} ({}) -> cluster {}\n",
-                l.name, l.address, l.mode, l.cluster
+                "listener {} on {} ({}{}) -> cluster {}\n",
+                l.name,
+                l.address,
+                l.mode,
+                l.tls
+                    .as_ref()
+                    .map_or_else(String::new, |t| format!(", TLS with {}", t.cert.display())),
+                l.cluster
             ));
         }
         for c in &self.clusters {
@@ -863,6 +949,15 @@ impl Config {
                 c.lb,
                 common::format_duration(c.connect_timeout)
             ));
+            if let Some(tls) = &c.tls {
+                out.push_str(&format!(
+                    "  TLS to hosts, CA {}{}\n",
+                    tls.ca.display(),
+                    tls.server_name
+                        .as_ref()
+                        .map_or_else(String::new, |n| format!(", server name {n}"))
+                ));
+            }
             match &c.health_check {
                 Some(hc) => out.push_str(&format!(
                     "  health checks every {} (timeout {}, unhealthy after {}, healthy after {}{})\n",

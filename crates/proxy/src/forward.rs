@@ -77,6 +77,8 @@ pub struct Route {
     /// Cancelled when the drain deadline passes: calls still running end with
     /// UNAVAILABLE instead of being cut without a word.
     pub cut: tokio_util::sync::CancellationToken,
+    /// TLS termination, when the listener has a certificate.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// How one attempt (or the whole call) ended.

@@ -18,6 +18,7 @@
 //! - [`outlier`]: passive ejection of hosts that keep failing.
 //! - [`grpc`]: the gRPC knowledge the proxy needs (status, local replies).
 //! - [`l4`]: the TCP (layer 4) mode, to show connection-level skew.
+//! - [`tls`]: TLS termination (ALPN h2, reload) and TLS to upstreams.
 //! - [`admin`]: `/clusters`, `/stats`, `/stats/prometheus`, `/ready`, `/`.
 //! - [`access_log`]: one line per request in Envoy's default format.
 //! - [`run`]: wires it together and drains on shutdown.
@@ -36,6 +37,7 @@ pub mod health;
 pub mod l4;
 pub mod outlier;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
@@ -58,12 +60,20 @@ use crate::forward::{ListenerStats, Route};
 
 /// How long start-up waits for the first DNS answers before serving anyway.
 const FIRST_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often certificate files are checked for changes.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
 /// How long upstream connections get to close after the last call finished.
 const UPSTREAM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the proxy could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{what}: {source}")]
+    Tls {
+        what: String,
+        #[source]
+        source: tls::TlsError,
+    },
     #[error("cannot listen on {addr} ({what})")]
     Bind {
         what: String,
@@ -119,6 +129,57 @@ impl Listeners {
     /// The bound admin address.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// Reloads listener certificates on SIGHUP, and when their files change.
+async fn reload_certificates(certificates: Vec<Arc<tls::ServerTls>>, stop: CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates reload only on file change");
+            None
+        }
+    };
+    let reload = |cert: &tls::ServerTls, why: &str| match cert.reload() {
+        Ok(()) => {
+            tracing::info!(cert = %cert.cert_path().display(), why, "TLS certificate reloaded")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, why, "TLS certificate reload failed; keeping the old one")
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            () = hup => {
+                if certificates.is_empty() {
+                    tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+                }
+                for cert in &certificates {
+                    reload(cert, "SIGHUP");
+                }
+            }
+            () = tokio::time::sleep(CERTIFICATE_POLL), if !certificates.is_empty() => {
+                for cert in &certificates {
+                    if cert.changed_on_disk() {
+                        reload(cert, "files changed");
+                    }
+                }
+            }
+            () = stop.cancelled() => return,
+        }
     }
 }
 
@@ -178,7 +239,16 @@ pub async fn run_with_log(
             .listeners
             .iter()
             .any(|l| l.cluster == cluster_config.name && l.mode == Mode::L7);
-        let cluster = Cluster::new(cluster_config.clone(), background.clone(), http2);
+        let tls = match &cluster_config.tls {
+            Some(t) => Some(tls::ClientTls::new(&t.ca, t.server_name.clone()).map_err(
+                |source| Error::Tls {
+                    what: format!("cluster {}", cluster_config.name),
+                    source,
+                },
+            )?),
+            None => None,
+        };
+        let cluster = Cluster::new(cluster_config.clone(), background.clone(), http2, tls);
         let mut discovery = Discovery::new(Arc::clone(&cluster), resolver.clone());
         if tokio::time::timeout(FIRST_RESOLVE_TIMEOUT, discovery.refresh())
             .await
@@ -203,6 +273,7 @@ pub async fn run_with_log(
     };
 
     let mut infos = Vec::new();
+    let mut certificates = Vec::new();
     for (l, listener) in config.listeners.iter().zip(listeners.proxy) {
         let stats = Arc::new(ListenerStats::default());
         let cluster = cluster_named(&l.cluster);
@@ -217,7 +288,21 @@ pub async fn run_with_log(
         tracing::info!(listener = %l.name, %addr, mode = %l.mode, cluster = %l.cluster, "listening");
         match l.mode {
             Mode::L7 => {
+                let tls = match &l.tls {
+                    Some(t) => {
+                        let loaded =
+                            tls::ServerTls::load(&t.cert, &t.key).map_err(|source| Error::Tls {
+                                what: format!("listener {}", l.name),
+                                source,
+                            })?;
+                        let loaded = Arc::new(loaded);
+                        certificates.push(Arc::clone(&loaded));
+                        Some(loaded)
+                    }
+                    None => None,
+                };
                 let route = Arc::new(Route {
+                    tls,
                     listener: l.name.clone(),
                     cluster,
                     access_log: access_log.clone(),
@@ -276,6 +361,7 @@ pub async fn run_with_log(
         })
     });
 
+    background.spawn(reload_certificates(certificates, stop_background.clone()));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(clusters = clusters.len(), "proxy ready");
     shutdown.await;

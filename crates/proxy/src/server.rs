@@ -84,25 +84,67 @@ async fn connection(
     stats.downstream_cx_active.inc();
     let _active = scopeguard(move || stats.downstream_cx_active.dec());
 
-    let io = tokio::select! {
-        io = tokio::time::timeout(HANDSHAKE_TIMEOUT, preface(tcp)) => io,
-        // Shutting down: a connection that never sent a request has nothing to drain.
-        () = shutdown.cancelled() => return,
+    let Some(tls) = route.tls.clone() else {
+        if let Some(io) = checked(preface(tcp), peer, &route, &shutdown).await {
+            serve_h2(io, peer, route, shutdown, tasks).await;
+        }
+        return;
     };
-    let io = match io {
-        Ok(Ok(io)) => io,
+    let handshake = async {
+        tls.acceptor()
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))
+    };
+    let Some(stream) = checked(handshake, peer, &route, &shutdown).await else {
+        return;
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2) {
+        serve_h2(stream, peer, route, shutdown, tasks).await;
+    } else if let Some(io) = checked(preface(stream), peer, &route, &shutdown).await {
+        // No ALPN offered at all: prior knowledge, as on a cleartext port.
+        serve_h2(io, peer, route, shutdown, tasks).await;
+    }
+}
+
+/// Runs a connection's first step within the handshake timeout, counting and
+/// logging a refusal; `None` when the connection is done for.
+async fn checked<T>(
+    step: impl std::future::Future<Output = Result<T, String>>,
+    peer: SocketAddr,
+    route: &Route,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, step) => outcome,
+        // Shutting down: a connection that never sent a request has nothing to drain.
+        () = shutdown.cancelled() => return None,
+    };
+    match outcome {
+        Ok(Ok(io)) => Some(io),
         Ok(Err(refused)) => {
             route.stats.downstream_cx_protocol_error.inc();
             tracing::info!(%peer, "refused connection: {refused}");
-            return;
+            None
         }
         Err(_) => {
             route.stats.downstream_cx_protocol_error.inc();
-            tracing::debug!(%peer, "no HTTP/2 preface within {HANDSHAKE_TIMEOUT:?}; closed");
-            return;
+            tracing::debug!(%peer, "no handshake within {HANDSHAKE_TIMEOUT:?}; closed");
+            None
         }
-    };
+    }
+}
 
+/// Serves one client's HTTP/2 session: a task per stream, GOAWAY on shutdown.
+async fn serve_h2<T>(
+    io: T,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let mut builder = h2::server::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW)
@@ -151,7 +193,7 @@ async fn connection(
 }
 
 /// Reads the first bytes: the HTTP/2 preface, replayed for h2, or a refusal.
-async fn preface(mut tcp: TcpStream) -> Result<Rewind, String> {
+async fn preface<T: AsyncRead + AsyncWrite + Unpin>(mut tcp: T) -> Result<Rewind<T>, String> {
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
     while n < buf.len() {
@@ -174,7 +216,7 @@ async fn preface(mut tcp: TcpStream) -> Result<Rewind, String> {
 }
 
 /// Tells a client that does not speak HTTP/2 what went wrong, then closes.
-async fn refuse(tcp: &mut TcpStream, first: &[u8]) -> String {
+async fn refuse<T: AsyncWrite + Unpin>(tcp: &mut T, first: &[u8]) -> String {
     // An HTTP/1.x request line starts with a method in capitals ("GET /");
     // the preface's own first letter is 'P', so a mismatch can come early.
     let http1 = first.first().is_some_and(u8::is_ascii_uppercase);
@@ -222,14 +264,14 @@ fn goaway_frames(debug: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A TCP stream whose first bytes (already read) are served again.
+/// A stream whose first bytes (already read) are served again.
 #[derive(Debug)]
-pub struct Rewind {
+pub struct Rewind<T> {
     prefix: &'static [u8],
-    tcp: TcpStream,
+    tcp: T,
 }
 
-impl AsyncRead for Rewind {
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -245,7 +287,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -10,7 +10,6 @@
 //! marked `Down` between attempts, so calls fail over to another host
 //! immediately instead of waiting.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -25,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, Host};
+use crate::tls::{ClientTls, Io};
 
 /// Flow-control windows towards upstreams: large enough that one stream can
 /// move data at loopback speed without waiting for WINDOW_UPDATEs.
@@ -180,16 +180,24 @@ fn client_builder() -> h2::client::Builder {
     builder
 }
 
-/// Opens a TCP connection and an HTTP/2 session within `timeout`.
+/// Opens a TCP connection (with TLS when the cluster asks for it) and an
+/// HTTP/2 session, within `timeout`.
 async fn connect(
-    addr: SocketAddr,
+    host: &Host,
+    tls: Option<&ClientTls>,
     timeout: Duration,
-) -> Result<(SendRequest<Bytes>, h2::client::Connection<TcpStream, Bytes>), String> {
+) -> Result<(SendRequest<Bytes>, h2::client::Connection<Io, Bytes>), String> {
     let attempt = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect(host.addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        let io = match tls {
+            Some(tls) => tls.connect(tcp, &host.hostname).await?,
+            None => Io::Plain(tcp),
+        };
         client_builder()
-            .handshake(tcp)
+            .handshake(io)
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))
     };
@@ -222,7 +230,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
             }
         }
         let attempt = tokio::select! {
-            attempt = connect(host.addr, cluster.config.connect_timeout) => attempt,
+            attempt = connect(&host, cluster.tls.as_ref(), cluster.config.connect_timeout) => attempt,
             () = stop.cancelled() => break 'connect,
         };
         let (sender, connection) = match attempt {
