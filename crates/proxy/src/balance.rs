@@ -25,6 +25,10 @@ use crate::cluster::Host;
 use crate::config::LbPolicy;
 
 /// Picks a host for one call; `None` when every host is excluded or there are none.
+///
+/// Preference goes, in order, to hosts in rotation whose connection is open;
+/// then to hosts in rotation (a call waits for the connection, briefly); then
+/// to any host not excluded (panic mode).
 pub fn pick(
     policy: LbPolicy,
     hosts: &[Arc<Host>],
@@ -35,10 +39,16 @@ pub fn pick(
         return None;
     }
     let eligible = |h: &Host| !exclude.contains(&h.addr);
+    let ready = |h: &Host| h.is_ready() && eligible(h);
     let healthy = |h: &Host| h.is_available() && eligible(h);
-    pick_where(policy, hosts, rr, &healthy).or_else(|| pick_where(policy, hosts, rr, &eligible))
+    pick_where(policy, hosts, rr, &ready)
+        .or_else(|| pick_where(policy, hosts, rr, &healthy))
+        .or_else(|| pick_where(policy, hosts, rr, &eligible))
 }
 
+/// Picks among the hosts that satisfy `ok`, as if they were the only ones:
+/// the policy's fairness holds over that subset (a host out of rotation does
+/// not hand its turn to its neighbour).
 fn pick_where(
     policy: LbPolicy,
     hosts: &[Arc<Host>],
@@ -46,50 +56,48 @@ fn pick_where(
     ok: &dyn Fn(&Host) -> bool,
 ) -> Option<Arc<Host>> {
     let n = hosts.len();
-    match policy {
-        LbPolicy::RoundRobin => {
-            let start = rr.fetch_add(1, Relaxed);
-            (0..n)
-                .map(|i| &hosts[(start + i) % n])
-                .find(|h| ok(h))
-                .cloned()
-        }
-        LbPolicy::Random => {
-            let mut rng = rand::rng();
-            let start = rng.random_range(0..n);
-            (0..n)
-                .map(|i| &hosts[(start + i) % n])
-                .find(|h| ok(h))
-                .cloned()
-        }
-        LbPolicy::LeastRequest => {
-            let mut rng = rand::rng();
-            if n == 1 {
-                return ok(&hosts[0]).then(|| Arc::clone(&hosts[0]));
-            }
-            // Two distinct random hosts; fall back to a scan when either is unfit.
-            let a = rng.random_range(0..n);
-            let b = (a + rng.random_range(1..n)) % n;
-            let (ha, hb) = (&hosts[a], &hosts[b]);
-            match (ok(ha), ok(hb)) {
-                (true, true) => {
-                    let winner = if hb.stats.rq_active.get() < ha.stats.rq_active.get() {
-                        hb
-                    } else {
-                        ha
-                    };
-                    Some(Arc::clone(winner))
-                }
-                (true, false) => Some(Arc::clone(ha)),
-                (false, true) => Some(Arc::clone(hb)),
-                (false, false) => hosts
-                    .iter()
-                    .filter(|h| ok(h))
-                    .min_by_key(|h| h.stats.rq_active.get())
-                    .cloned(),
-            }
-        }
+    // The common case: every host qualifies, index directly.
+    let all = hosts.iter().all(|h| ok(h));
+    let count = if all {
+        n
+    } else {
+        hosts.iter().filter(|h| ok(h)).count()
+    };
+    if count == 0 {
+        return None;
     }
+    let nth = |k: usize| -> &Arc<Host> {
+        if all {
+            &hosts[k]
+        } else {
+            hosts
+                .iter()
+                .filter(|h| ok(h))
+                .nth(k)
+                .unwrap_or(&hosts[0])
+        }
+    };
+    let chosen = match policy {
+        LbPolicy::RoundRobin => nth(rr.fetch_add(1, Relaxed) % count),
+        LbPolicy::Random => nth(rand::rng().random_range(0..count)),
+        LbPolicy::LeastRequest => {
+            if count == 1 {
+                nth(0)
+            } else {
+                // Two distinct random hosts; the one with fewer calls in flight wins.
+                let mut rng = rand::rng();
+                let a = rng.random_range(0..count);
+                let b = (a + rng.random_range(1..count)) % count;
+                let (ha, hb) = (nth(a), nth(b));
+                if hb.stats.rq_active.get() < ha.stats.rq_active.get() {
+                    hb
+                } else {
+                    ha
+                }
+            }
+        }
+    };
+    Some(Arc::clone(chosen))
 }
 
 #[cfg(test)]
@@ -136,6 +144,16 @@ mod tests {
         }
         let c = counts(LbPolicy::RoundRobin, &hosts, 300);
         assert_eq!(c, [100, 100, 100], "panic mode spreads over all hosts");
+    }
+
+    #[test]
+    fn round_robin_is_fair_over_the_hosts_in_rotation() {
+        // One of four out of rotation: the other three get a third each, not
+        // its neighbour a double share.
+        let hosts = vec![host(1), host(2), host(3), host(4)];
+        hosts[1].set_flag(health::FAILED_ACTIVE_HC);
+        let c = counts(LbPolicy::RoundRobin, &hosts, 3000);
+        assert_eq!(c, [1000, 0, 1000, 1000]);
     }
 
     #[test]

@@ -103,11 +103,14 @@ pub struct Host {
     pub(crate) hc_passes: AtomicU32,
     pub(crate) hc_failures: AtomicU32,
     pub(crate) hc_checked: AtomicBool,
+    /// Whether calls go over the maintained HTTP/2 connection (L7 clusters).
+    http2: bool,
 }
 
 impl Host {
-    fn new(addr: SocketAddr, hostname: String) -> Self {
+    fn new(addr: SocketAddr, hostname: String, http2: bool) -> Self {
         Host {
+            http2,
             addr,
             hostname,
             stats: HostStats::default(),
@@ -124,9 +127,15 @@ impl Host {
         }
     }
 
-    /// Whether new calls may be sent here.
+    /// Whether the host is in rotation: healthy, not ejected, not draining.
     pub fn is_available(&self) -> bool {
         self.flags.load(Relaxed) == 0
+    }
+
+    /// In rotation and, for L7, with its connection open: a call sent here
+    /// does not wait for a connection.
+    pub fn is_ready(&self) -> bool {
+        self.is_available() && (!self.http2 || self.conn.is_ready())
     }
 
     /// The `health_flags` bits.
@@ -285,7 +294,7 @@ impl Cluster {
             match current.iter().find(|h| h.addr == *addr) {
                 Some(host) => next.push(Arc::clone(host)),
                 None => {
-                    let host = Arc::new(Host::new(*addr, hostname.clone()));
+                    let host = Arc::new(Host::new(*addr, hostname.clone(), self.http2));
                     if self.config.health_check.is_some() {
                         // Like Envoy: a new host takes calls once it passed a check.
                         host.set_flag(health::FAILED_ACTIVE_HC);
@@ -357,5 +366,6 @@ pub(crate) fn test_host(i: u8) -> Arc<Host> {
     Arc::new(Host::new(
         SocketAddr::from(([10, 0, 0, i], 8080)),
         format!("host{i}"),
+        false,
     ))
 }

@@ -69,6 +69,8 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct Connection {
     state: watch::Sender<State>,
+    /// Mirrors `state` being `Ready`, for the pick path (no lock).
+    ready: std::sync::atomic::AtomicBool,
     broken: Notify,
     generation: AtomicU64,
 }
@@ -90,9 +92,21 @@ impl Connection {
     pub fn new() -> Self {
         Connection {
             state: watch::Sender::new(State::Connecting),
+            ready: std::sync::atomic::AtomicBool::new(false),
             broken: Notify::new(),
             generation: AtomicU64::new(0),
         }
+    }
+
+    fn set(&self, state: State) {
+        self.ready
+            .store(matches!(state, State::Ready { .. }), Relaxed);
+        self.state.send_replace(state);
+    }
+
+    /// Whether a connection is open and taking new streams, as far as known.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
     }
 
     /// The current state, for reports.
@@ -217,11 +231,11 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
     'connect: loop {
         // Reports about the previous connection must not touch the next one.
         conn.generation.store(0, Relaxed);
-        conn.state.send_replace(State::Connecting);
+        conn.set(State::Connecting);
         let max = cluster.config.circuit_breakers.max_connections;
         if cluster.stats.upstream_cx_active.get() >= max {
             cluster.stats.upstream_cx_overflow.inc();
-            conn.state.send_replace(State::Down {
+            conn.set(State::Down {
                 error: format!("circuit breaker: cluster has max_connections ({max}) open").into(),
             });
             tokio::select! {
@@ -244,7 +258,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
                 } else {
                     tracing::debug!(cluster = cluster.name(), host = %host.addr, %error, "connect attempt failed");
                 }
-                conn.state.send_replace(State::Down {
+                conn.set(State::Down {
                     error: error.into(),
                 });
                 tokio::select! {
@@ -277,7 +291,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
                 })
                 .id()
         };
-        conn.state.send_replace(State::Ready { sender, generation });
+        conn.set(State::Ready { sender, generation });
 
         loop {
             tokio::select! {
@@ -292,7 +306,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
                     }
                     tracing::debug!(host = %host.addr, "upstream connection closed; reconnecting");
                     conn.generation.store(0, Relaxed);
-                    conn.state.send_replace(State::Connecting);
+                    conn.set(State::Connecting);
                     if opened.elapsed() < STABLE_AFTER {
                         // It closed right away: do not hammer the host.
                         tokio::select! {
@@ -312,7 +326,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
             }
         }
     }
-    conn.state.send_replace(State::Closed);
+    conn.set(State::Closed);
     while drivers.join_next().await.is_some() {}
     cluster.host_drained(&host);
 }
