@@ -32,6 +32,9 @@ pub const ECHO_TRAILER: &str = "x-echo-trailer";
 /// The response metadata in which `Echo` returns the request's `x-request-id`.
 pub const ECHO_REQUEST_ID: &str = "x-echo-request-id";
 
+/// The response metadata in which `Echo` returns the request's `traceparent`.
+pub const ECHO_TRACEPARENT: &str = "x-echo-traceparent";
+
 /// What every application call does before answering.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
@@ -157,6 +160,7 @@ impl EchoService for Echo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.0.before_call().await?;
         let request_id = request.metadata().get("x-request-id").cloned();
+        let traceparent = request.metadata().get("traceparent").cloned();
         let req = request.into_inner();
         sleep_ms(req.delay_ms).await;
         if req.status_code != 0 {
@@ -167,6 +171,9 @@ impl EchoService for Echo {
         let mut response = Response::new(self.reply(req.message, 0));
         if let Some(id) = request_id {
             response.metadata_mut().insert(ECHO_REQUEST_ID, id);
+        }
+        if let Some(trace) = traceparent {
+            response.metadata_mut().insert(ECHO_TRACEPARENT, trace);
         }
         Ok(response)
     }

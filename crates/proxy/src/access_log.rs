@@ -21,6 +21,7 @@ use http::HeaderMap;
 use http::request::Parts;
 
 use crate::cluster::Stat;
+use crate::config::AccessLogFormat;
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -43,6 +44,8 @@ pub struct Entry {
     pub request_id: Option<String>,
     pub authority: Option<String>,
     pub upstream: Option<SocketAddr>,
+    /// The W3C `traceparent` of the request, for the `envoy_trace` format.
+    pub traceparent: Option<String>,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -72,10 +75,21 @@ impl Entry {
             request_id: header(&parts.headers, "x-request-id"),
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
             upstream: None,
+            traceparent: header(&parts.headers, "traceparent"),
         }
     }
 
-    /// The line, with its newline.
+    /// The line in `format`, with its newline.
+    pub fn format_as(&self, format: AccessLogFormat) -> String {
+        let mut line = self.format();
+        if format == AccessLogFormat::EnvoyTrace {
+            line.pop();
+            let _ = writeln!(line, " \"{}\"", self.traceparent.as_deref().unwrap_or("-"));
+        }
+        line
+    }
+
+    /// The line in Envoy's default format, with its newline.
     pub fn format(&self) -> String {
         fn opt(s: &Option<String>) -> &str {
             s.as_deref().unwrap_or("-")
@@ -121,6 +135,7 @@ impl Entry {
 #[derive(Clone, Debug)]
 pub struct AccessLog {
     tx: Option<SyncSender<String>>,
+    format: AccessLogFormat,
     pub dropped: Arc<Stat>,
 }
 
@@ -129,13 +144,17 @@ impl AccessLog {
     pub fn off() -> Self {
         AccessLog {
             tx: None,
+            format: AccessLogFormat::Envoy,
             dropped: Arc::new(Stat::default()),
         }
     }
 
     /// Starts the writer thread on `out` (stdout in production). The thread
     /// ends, after writing everything queued, when every clone is dropped.
-    pub fn start(out: Box<dyn std::io::Write + Send>) -> (Self, std::thread::JoinHandle<()>) {
+    pub fn start(
+        out: Box<dyn std::io::Write + Send>,
+        format: AccessLogFormat,
+    ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("access-log".into())
@@ -144,6 +163,7 @@ impl AccessLog {
         (
             AccessLog {
                 tx: Some(tx),
+                format,
                 dropped: Arc::new(Stat::default()),
             },
             handle,
@@ -157,7 +177,7 @@ impl AccessLog {
     /// Queues one entry.
     pub fn log(&self, entry: &Entry) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(entry.format()) {
+        match tx.try_send(entry.format_as(self.format)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.dropped.inc(),
             Err(TrySendError::Disconnected(_)) => {}
@@ -207,6 +227,11 @@ mod tests {
             entry.format(),
             "[2018-06-27T01:01:19.585Z] \"POST /gateway.AliveService/GetStatus HTTP/2\" 200 - 5 7 11 8 \"-\" \"grpc-go/1.13.0\" \"abc\" \"front-proxy:8000\" \"172.18.0.4:8080\"\n"
         );
+        entry.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        assert!(entry.format_as(AccessLogFormat::EnvoyTrace).ends_with(
+            "\"172.18.0.4:8080\" \"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"\n"
+        ));
+        assert_eq!(entry.format_as(AccessLogFormat::Envoy), entry.format());
     }
 
     #[test]
@@ -223,7 +248,7 @@ mod tests {
             }
         }
         let sink = Sink::default();
-        let (log, thread) = AccessLog::start(Box::new(sink.clone()));
+        let (log, thread) = AccessLog::start(Box::new(sink.clone()), AccessLogFormat::Envoy);
         let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
         for _ in 0..100 {
             log.log(&Entry::new(SystemTime::now(), &parts));

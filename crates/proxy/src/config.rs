@@ -94,6 +94,10 @@ pub struct Cli {
     /// Access log to stdout: `on` or `off` [default: on].
     #[arg(long, env = "PROXY_ACCESS_LOG")]
     pub access_log: Option<Switch>,
+    /// Access-log line format: `envoy` (Envoy's default) or `envoy_trace`
+    /// (the same plus the W3C traceparent) [default: envoy].
+    #[arg(long, env = "PROXY_ACCESS_LOG_FORMAT")]
+    pub access_log_format: Option<AccessLogFormat>,
     /// Worker threads; 0 means one per CPU core [default: 0].
     #[arg(long, env = "PROXY_WORKERS")]
     pub workers: Option<usize>,
@@ -135,6 +139,18 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// Envoy's default format, byte for byte.
+    #[default]
+    Envoy,
+    /// Envoy's default format plus ` "%REQ(TRACEPARENT)%"` at the end.
+    EnvoyTrace,
 }
 
 /// `on` or `off`.
@@ -221,6 +237,7 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Whether the access log goes to stdout.
     pub access_log: bool,
+    pub access_log_format: AccessLogFormat,
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
     /// DNS servers to ask; empty means the system resolver (getaddrinfo).
@@ -568,6 +585,8 @@ struct FileConfig {
     #[serde(default = "default_true", deserialize_with = "on_off")]
     access_log: bool,
     #[serde(default)]
+    access_log_format: AccessLogFormat,
+    #[serde(default)]
     listeners: Vec<ListenerConfig>,
     #[serde(default)]
     clusters: Vec<ClusterConfig>,
@@ -628,6 +647,7 @@ impl Config {
         let file = file.unwrap_or(FileConfig {
             admin: None,
             access_log: true,
+            access_log_format: AccessLogFormat::default(),
             listeners: Vec::new(),
             clusters: Vec::new(),
             dns: DnsFile::default(),
@@ -761,6 +781,7 @@ impl Config {
                 Some(Switch::Off) => false,
                 None => file.access_log,
             },
+            access_log_format: cli.access_log_format.unwrap_or(file.access_log_format),
             listeners,
             clusters,
             dns_resolvers,

@@ -225,7 +225,7 @@ pub async fn run_with_log(
     let ready = Arc::new(AtomicBool::new(false));
 
     let (access_log, log_thread) = if config.access_log {
-        let (log, thread) = AccessLog::start(log);
+        let (log, thread) = AccessLog::start(log, config.access_log_format);
         (log, Some(thread))
     } else {
         (AccessLog::off(), None)

@@ -248,3 +248,45 @@ async fn x_request_id_is_generated_when_absent_and_kept_when_present() {
     );
     assert!(lines[1].contains("\"my-id-42\""), "{}", lines[1]);
 }
+
+#[tokio::test]
+async fn traceparent_is_propagated_and_logged_in_the_trace_format() {
+    let backends = backends(1).await;
+    let mut config = config(&upstreams(&backends), Mode::L7);
+    config.access_log_format = proxy::config::AccessLogFormat::EnvoyTrace;
+    let proxy = TestProxy::start(config).await;
+    let mut client = EchoServiceClient::new(proxy.channel().await);
+
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = tonic::Request::new(req("traced"));
+    request
+        .metadata_mut()
+        .insert("traceparent", trace.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-7".parse().unwrap());
+    let reply = client.echo(request).await.unwrap();
+    assert_eq!(reply.metadata().get("x-echo-traceparent").unwrap(), trace);
+    client.echo(req("untraced")).await.unwrap();
+
+    let log = proxy.log.clone();
+    proxy.stop().await;
+    let lines = log.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "\"req-7\" \"{}\" \"{}\" \"{trace}\"",
+            proxy_authority(&lines[0]),
+            backends[0].addr()
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].ends_with(" \"-\""), "{}", lines[1]);
+}
+
+/// The authority field of an access-log line (the 4th quoted field from the end).
+fn proxy_authority(line: &str) -> String {
+    let quoted: Vec<&str> = line.split('"').collect();
+    quoted[quoted.len() - 6].to_owned()
+}

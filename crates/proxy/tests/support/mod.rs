@@ -52,6 +52,7 @@ pub fn config(upstreams: &[String], mode: Mode) -> Config {
     Config {
         admin: Some("127.0.0.1:0".parse().unwrap()),
         access_log: true,
+        access_log_format: proxy::config::AccessLogFormat::Envoy,
         listeners: vec![ListenerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
             mode,
