@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -34,23 +33,12 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
-        };
-        match accepted {
-            Ok((client, peer)) => {
-                let _ = client.set_nodelay(true);
-                let span = tracing::debug_span!("tcp", listener = %tcp.listener, %peer);
-                tasks.spawn(proxy(client, peer, Arc::clone(&tcp)).instrument(span));
-            }
-            Err(e) => {
-                tracing::warn!(listener = %tcp.listener, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let name = tcp.listener.clone();
+    crate::server::accept_loop(listener, &name, shutdown, |client, peer| {
+        let span = tracing::debug_span!("tcp", listener = %tcp.listener, %peer);
+        tasks.spawn(proxy(client, peer, Arc::clone(&tcp)).instrument(span));
+    })
+    .await;
 }
 
 async fn proxy(mut client: TcpStream, peer: SocketAddr, tcp: Arc<Tcp>) {

@@ -43,6 +43,30 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let name = route.listener.clone();
+    accept_loop(listener, &name, shutdown.clone(), |tcp, peer| {
+        let span = tracing::debug_span!("conn", listener = %route.listener, %peer);
+        let connection = connection(
+            tcp,
+            peer,
+            Arc::clone(&route),
+            shutdown.clone(),
+            tasks.clone(),
+        );
+        tasks.spawn(connection.instrument(span));
+    })
+    .await;
+}
+
+/// Accepts connections until `shutdown` and hands each to `serve`. Accept
+/// errors (out of file descriptors and the like) are logged and slowed down,
+/// never fatal: the listener keeps serving once the pressure is gone.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    name: &str,
+    shutdown: CancellationToken,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -51,21 +75,10 @@ pub async fn serve(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                let span = tracing::debug_span!("conn", listener = %route.listener, %peer);
-                tasks.spawn(
-                    connection(
-                        tcp,
-                        peer,
-                        Arc::clone(&route),
-                        shutdown.clone(),
-                        tasks.clone(),
-                    )
-                    .instrument(span),
-                );
+                serve(tcp, peer);
             }
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(listener = %route.listener, error = %e, "accept failed");
+                tracing::warn!(listener = %name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
