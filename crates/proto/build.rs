@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!: a build script compiled for one
+    // checkout may be reused by another that shares the target directory.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         root.join("gateway/alive.proto"),
         root.join("gateway/echo.proto"),
