@@ -118,7 +118,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     if !parts.headers.contains_key("x-request-id") {
         parts.headers.insert("x-request-id", new_request_id());
     }
-    let mut entry = Entry::new(start_time, &parts);
+    let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
     let cluster = &route.cluster.config;
     let grpc_deadline = parts
@@ -140,9 +140,9 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         cut: &route.cut,
         started,
         respond,
-        entry: &mut entry,
+        record: &mut record,
     };
-    let outcome = call.run(parts, body).await;
+    let outcome = call.run(&parts, body).await;
 
     match outcome.response_code {
         200..=299 => stats.downstream_rq_2xx.inc(),
@@ -157,10 +157,27 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         stats.downstream_rq_rx_reset.inc();
     }
     stats.downstream_rq_active.dec();
-    entry.response_code = outcome.response_code;
-    entry.flags = outcome.flags;
-    entry.duration_ms = started.elapsed().as_millis() as u64;
-    route.access_log.log(&entry);
+    if route.access_log.is_on() {
+        let mut entry = Entry::new(start_time, &parts);
+        entry.response_code = outcome.response_code;
+        entry.flags = outcome.flags;
+        entry.duration_ms = started.elapsed().as_millis() as u64;
+        entry.upstream = record.upstream;
+        entry.bytes_received = record.bytes_received;
+        entry.bytes_sent = record.bytes_sent;
+        entry.upstream_service_time_ms = record.upstream_service_time_ms;
+        route.access_log.log(&entry);
+    }
+}
+
+/// What a call records for its access-log line as it goes (no allocation:
+/// the line itself is only built when the access log is on).
+#[derive(Debug, Default)]
+struct Record {
+    upstream: Option<SocketAddr>,
+    bytes_received: u64,
+    bytes_sent: u64,
+    upstream_service_time_ms: Option<u64>,
 }
 
 /// Counts one attempt for its host: success or error, and outlier detection.
@@ -399,11 +416,11 @@ struct Call<'a> {
     cut: &'a tokio_util::sync::CancellationToken,
     started: Instant,
     respond: SendResponse<Bytes>,
-    entry: &'a mut Entry,
+    record: &'a mut Record,
 }
 
 impl Call<'_> {
-    async fn run(&mut self, parts: Parts, mut body: RecvStream) -> Outcome {
+    async fn run(&mut self, parts: &Parts, mut body: RecvStream) -> Outcome {
         let cluster = Arc::clone(self.cluster);
         let stats = &cluster.stats;
         let limits = cluster.config.circuit_breakers;
@@ -424,14 +441,14 @@ impl Call<'_> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retries = 0u32;
         let mut retry_slot = None;
-        let activity = Activity::new();
+        let activity = Activity::new(self.idle_timeout.is_some());
         loop {
             let headers_only = replay
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .headers_only();
             let opened = tokio::select! {
-                opened = self.open(&parts, headers_only, &mut tried) => opened,
+                opened = self.open(parts, headers_only, &mut tried) => opened,
                 () = sleep_until(self.deadline) => {
                     return self.reply(code::DEADLINE_EXCEEDED, "deadline exceeded before a host was reached", "UT", true);
                 }
@@ -466,7 +483,7 @@ impl Call<'_> {
                 }
             };
             let host = Arc::clone(&guard.host);
-            self.entry.upstream = Some(host.addr);
+            self.record.upstream = Some(host.addr);
             stats.upstream_rq_total.inc();
             stats.upstream_rq_active.inc();
             if !headers_only {
@@ -631,7 +648,7 @@ impl Call<'_> {
                 &timers,
                 gate,
                 replay,
-                &mut *self.entry,
+                &mut *self.record,
             ));
             loop {
                 tokio::select! {
@@ -652,7 +669,7 @@ impl Call<'_> {
                 }
             }
         };
-        self.entry.bytes_received = self.entry.bytes_received.max(bytes_received);
+        self.record.bytes_received = self.record.bytes_received.max(bytes_received);
         attempt
     }
 }
@@ -662,19 +679,24 @@ impl Call<'_> {
 struct Activity {
     base: Instant,
     nanos: AtomicU64,
+    /// Off unless an `idle_timeout` is set: then no clock is read per frame.
+    on: bool,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(on: bool) -> Self {
         Activity {
             base: Instant::now(),
             nanos: AtomicU64::new(0),
+            on,
         }
     }
 
     fn mark(&self) {
-        self.nanos
-            .store(self.base.elapsed().as_nanos() as u64, Relaxed);
+        if self.on {
+            self.nanos
+                .store(self.base.elapsed().as_nanos() as u64, Relaxed);
+        }
     }
 
     fn last(&self) -> Instant {
@@ -737,7 +759,7 @@ async fn respond(
     timers: &Timers<'_>,
     gate: &RetryGate<'_>,
     replay: &Mutex<Replay>,
-    entry: &mut Entry,
+    record: &mut Record,
 ) -> Attempt {
     let sent_at = Instant::now();
     // Wait for the head, watching for the client giving up meanwhile.
@@ -793,7 +815,7 @@ async fn respond(
         }
         Ok(Ok(response)) => response,
     };
-    entry.upstream_service_time_ms = Some(sent_at.elapsed().as_millis() as u64);
+    record.upstream_service_time_ms = Some(sent_at.elapsed().as_millis() as u64);
     timers.activity.mark();
 
     let (head, mut body) = upstream.into_parts();
@@ -859,7 +881,7 @@ async fn respond(
     };
     match piped {
         Ok(end) => {
-            entry.bytes_sent = end.bytes;
+            record.bytes_sent = end.bytes;
             if end.status.is_some() {
                 outcome.grpc_status = end.status;
             }

@@ -75,13 +75,19 @@ async fn scale_out_and_in_follow_dns_without_a_failed_call() {
 
     // Scale in: the first address vanishes; its calls stop, none fails.
     dns.set(vec![ip(2), ip(3)]);
-    tokio::time::sleep(refresh * 3).await; // let at least two refreshes pass
+    let removed = format!("127.0.0.1:{port}");
+    support::eventually("the proxy sees the host leave", Duration::from_secs(10), || async {
+        let clusters = proxy.clusters().await;
+        match clusters.get(&(removed.clone(), "health_flags".into())) {
+            None => true,
+            Some(flags) => flags.contains("pending_dynamic_removal"),
+        }
+    })
+    .await;
     let before = count("b0");
-    support::eventually(
-        "calls keep flowing to the rest",
-        Duration::from_secs(10),
-        || async { count("b1") > 200 && count("b2") > 200 },
-    )
+    support::eventually("calls keep flowing to the rest", Duration::from_secs(10), || async {
+        count("b1") > 200 && count("b2") > 200
+    })
     .await;
     assert_eq!(count("b0"), before, "the removed host got no more calls");
 
