@@ -77,15 +77,21 @@ async fn scale_out_and_in_follow_dns_without_a_failed_call() {
     dns.set(vec![ip(2), ip(3)]);
     let removed = format!("127.0.0.1:{port}");
     // Gone from /clusters means drained: its last calls have finished.
-    support::eventually("the removed host drains and leaves", Duration::from_secs(10), || async {
-        let clusters = proxy.clusters().await;
-        !clusters.contains_key(&(removed.clone(), "health_flags".into()))
-    })
+    support::eventually(
+        "the removed host drains and leaves",
+        Duration::from_secs(10),
+        || async {
+            let clusters = proxy.clusters().await;
+            !clusters.contains_key(&(removed.clone(), "health_flags".into()))
+        },
+    )
     .await;
     let before = count("b0");
-    support::eventually("calls keep flowing to the rest", Duration::from_secs(10), || async {
-        count("b1") > 200 && count("b2") > 200
-    })
+    support::eventually(
+        "calls keep flowing to the rest",
+        Duration::from_secs(10),
+        || async { count("b1") > 200 && count("b2") > 200 },
+    )
     .await;
     assert_eq!(count("b0"), before, "the removed host got no more calls");
 
