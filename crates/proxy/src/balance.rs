@@ -70,11 +70,7 @@ fn pick_where(
         if all {
             &hosts[k]
         } else {
-            hosts
-                .iter()
-                .filter(|h| ok(h))
-                .nth(k)
-                .unwrap_or(&hosts[0])
+            hosts.iter().filter(|h| ok(h)).nth(k).unwrap_or(&hosts[0])
         }
     };
     let chosen = match policy {
