@@ -477,7 +477,9 @@ fn default_budget_percent() -> f64 {
     20.0
 }
 fn default_min_retry_concurrency() -> u32 {
-    3
+    // Envoy uses 3; a crashed host fails every call it carries at once, and
+    // each of those deserves its retry, so the floor is higher here.
+    10
 }
 fn default_limit() -> u64 {
     1024
