@@ -196,7 +196,7 @@ def memory_table(f):
     for t in f.targets:
         ic = res["idle_conn"].get(t)
         per = f"{ic['kb_per_conn'] * 1024:,.0f} B" if ic else "-"
-        name = f.label[t] + (" (the backend)" if t == "direct" else "")
+        name = "direct: the backend itself" if t == "direct" else f.label[t]
         out.append(
             f"| {name} | {fmt(res['idle_rss_kb'].get(t))} | {fmt(res['peak_rss_kb'].get(t))} | {per} | {fmt(f.open_cpu(t), 1)} |"
         )
@@ -207,21 +207,34 @@ def share_table(f):
     res = f.res
     backends = sorted({b for t in f.targets for b in res["share"].get(t, {}) if b != "-"})
     out = [
-        "Share of the open-loop calls each backend answered, counted by the load generator from "
-        "`x-backend-id` (outside the proxies).",
+        "Share of the answered open-loop calls each backend served, counted by the load generator from "
+        "`x-backend-id` (outside the proxies); calls answered by the proxy itself (no `x-backend-id`, "
+        "e.g. a local UNAVAILABLE) are counted apart.",
         "",
-        "| target | " + " | ".join(backends) + " |",
-        "| --- |" + " ---: |" * len(backends),
+        "| target | " + " | ".join(backends) + " | largest share in one run (median over runs) | answered by the proxy |",
+        "| --- |" + " ---: |" * (len(backends) + 2),
     ]
     for t in f.targets:
         counts = res["share"].get(t, {})
-        total = sum(counts.values()) or 1
-        out.append(f"| {f.label[t]} | " + " | ".join(f"{counts.get(b, 0) * 100 / total:.1f}%" for b in backends) + " |")
-    for name, hosts in res.get("admin_share", {}).items():
+        total = sum(c for b, c in counts.items() if b != "-") or 1
+        cells = [f"{counts.get(b, 0) * 100 / total:.1f}%" for b in backends]
+        # One run has 4 client connections: a connection-level balancer shows its skew here.
+        largest = []
+        for r in res["open"]:
+            if r["target"] == t:
+                named = {b: c for b, c in r["backends"].items() if b != "-"}
+                if sum(named.values()):
+                    largest.append(max(named.values()) * 100 / sum(named.values()))
+        big = f"{median(largest):.1f}%" if largest else "-"
+        out.append(f"| {f.label[t]} | " + " | ".join(cells) + f" | {big} | {counts.get('-', 0)} |")
+    for name, admin in res.get("admin_share", {}).items():
+        hosts = admin.get("hosts", admin) if isinstance(admin, dict) else {}
+        stat = admin.get("stat", "rq_total") if isinstance(admin, dict) else "rq_total"
+        hosts = {h: c for h, c in hosts.items() if isinstance(c, int)}
         total = sum(hosts.values()) or 1
         spread = ", ".join(f"{h} {c * 100 / total:.1f}%" for h, c in sorted(hosts.items()))
         out.append("")
-        out.append(f"Cross-check, {f.label.get(name, name)} `/clusters` `rq_total` over the same runs: {spread}.")
+        out.append(f"Cross-check, {f.label.get(name, name)} `/clusters` `{stat}` over the same runs: {spread}.")
     return out
 
 
@@ -332,6 +345,18 @@ def section(f, svg_name):
         for a, b, name in PAIRS[:3]:
             parts.append(f"{name} **{fmt_ratio(ratio(f.rps(a, shape), f.rps(b, shape)))}**")
         head.append(f"- Closed-loop throughput {shape}: " + ", ".join(parts) + ".")
+    head.append(
+        f"- CPU per call (4x16): ours L7 / HAProxy h2 **{fmt_ratio(ratio(f.cpu('ours-l7'), f.cpu('haproxy-h2')))}**, "
+        f"ours L7 / nginx **{fmt_ratio(ratio(f.cpu('ours-l7'), f.cpu('nginx')))}** (lower is better)."
+    )
+    head.append(
+        f"- Layer 4: ours L4 / HAProxy tcp throughput 4x16 **{fmt_ratio(ratio(f.rps('ours-l4', '4x16'), f.rps('haproxy-tcp', '4x16')))}**, "
+        f"1x32 **{fmt_ratio(ratio(f.rps('ours-l4', '1x32'), f.rps('haproxy-tcp', '1x32')))}**."
+    )
+    head.append(
+        f"- Idle RSS: ours L7 {fmt(res['idle_rss_kb'].get('ours-l7'))} KiB, HAProxy {fmt(res['idle_rss_kb'].get('haproxy-h2'))} KiB, "
+        f"nginx {fmt(res['idle_rss_kb'].get('nginx'))} KiB (master and worker)."
+    )
     lines = [
         BEGIN,
         "",
@@ -462,7 +487,7 @@ def svg_chart(f):
         x0 = left0 + i * (pw + 40)
         y0 = top
         out.append(f'<text x="{x0 + pw / 2}" y="{y0 - 15}" text-anchor="middle" font-size="13" font-weight="bold">{esc(title)}</text>')
-        allv = [v for grp in values for _, v, rng in grp for v in (v, rng[1]) if v]
+        allv = [x for grp in values for _, v, rng in grp for x in (v, *rng) if x]
         vmax = max(allv) if allv else 1
         vmin = min(allv) if allv else 1
         if log:

@@ -52,6 +52,8 @@ TARGETS = [
     ("ours-l4", "ours L4", 19005, "l4"),
 ]
 ADMIN = {"ours-l7": 19101, "ours-l4": 19105}
+# What each admin counts per host: calls (L7) or connections (L4).
+ADMIN_STAT = {"ours-l7": "rq_total", "ours-l4": "cx_total"}
 GATEWAYS = [
     ("gw-direct", "gateway -> backend", 19201, "http://127.0.0.1:18081"),
     ("gw-ours", "gateway -> ours L7 -> 3 backends", 19202, "http://127.0.0.1:19001"),
@@ -233,13 +235,14 @@ def loadgen(*args, timeout=120):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def admin_rq_total(port):
+def admin_counts(port, stat):
+    """Per-host `stat` from the admin /clusters page (Envoy's text format)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/clusters", timeout=5) as r:
         text = r.read().decode()
     counts = {}
     for line in text.splitlines():
         parts = line.split("::")
-        if len(parts) == 4 and parts[2] == "rq_total":
+        if len(parts) == 4 and parts[2] == stat:
             counts[parts[1]] = int(parts[3])
     return counts
 
@@ -423,6 +426,12 @@ class Bench:
         time.sleep(1.0)
         self.procs.check_alive()
 
+    def restart(self):
+        """Fresh processes, so memory held since the idle-connection test does not count as load."""
+        log("restarting backends and targets")
+        self.procs.stop_all()
+        self.start()
+
     def start_gateways(self):
         log("starting the gateways on core 1")
         for name, _, port, upstream in GATEWAYS:
@@ -497,7 +506,7 @@ class Bench:
         top = self.direct_max()
         self.results["direct_max_rps"] = top
         log(f"open loop: rates {', '.join(f'{int(s * 100)}%' for s in RATE_SHARES)} of the direct maximum {top:.0f} req/s")
-        admin_before = {n: admin_rq_total(p) for n, p in ADMIN.items()}
+        admin_before = {n: admin_counts(p, ADMIN_STAT[n]) for n, p in ADMIN.items()}
         for rep in range(1, self.args.reps + 1):
             for share in RATE_SHARES:
                 rate = top * share
@@ -528,8 +537,11 @@ class Bench:
                     self.save()
                     self.procs.check_alive()
         for n, p in ADMIN.items():
-            after = admin_rq_total(p)
-            self.results["admin_share"][n] = {h: after.get(h, 0) - admin_before[n].get(h, 0) for h in after}
+            after = admin_counts(p, ADMIN_STAT[n])
+            self.results["admin_share"][n] = {
+                "stat": ADMIN_STAT[n],
+                "hosts": {h: after.get(h, 0) - admin_before[n].get(h, 0) for h in after},
+            }
 
     def peak_rss(self):
         """Highest RSS sampled during the closed-loop runs (bounded concurrency)."""
@@ -746,6 +758,7 @@ def main():
         bench.idle_rss()
         # Before any load, so that memory freed after load does not hide the cost.
         bench.idle_connections()
+        bench.restart()
         bench.check()
         bench.warm_up()
         bench.closed()
