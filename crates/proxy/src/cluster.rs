@@ -40,6 +40,12 @@ impl Stat {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// Increments unless the value is already `limit` or more; says whether it did.
+    pub fn inc_below(&self, limit: u64) -> bool {
+        self.0
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
 }
 
 /// Envoy's per-host statistics, as `/clusters` prints them.
@@ -197,6 +203,8 @@ pub struct ClusterStats {
     pub upstream_cx_none_healthy: Stat,
     pub upstream_cx_overflow: Stat,
     pub upstream_rq_pending_active: Stat,
+    /// Calls admitted by the `max_requests` circuit breaker and not yet done.
+    pub calls_admitted: Stat,
     pub upstream_rq_pending_overflow: Stat,
     pub upstream_rq_retry: Stat,
     pub upstream_rq_retry_success: Stat,

@@ -43,6 +43,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use rand::RngCore;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
@@ -242,7 +243,7 @@ fn new_request_id() -> HeaderValue {
 /// be replayed on another host until the call commits to one.
 #[derive(Debug)]
 struct Replay {
-    chunks: Vec<Bytes>,
+    chunks: SmallVec<[Bytes; 2]>,
     bytes: usize,
     limit: usize,
     /// The client finished its request (END_STREAM seen).
@@ -256,7 +257,7 @@ struct Replay {
 impl Replay {
     fn new(limit: usize, ended: bool) -> Self {
         Replay {
-            chunks: Vec::new(),
+            chunks: SmallVec::new(),
             bytes: 0,
             limit,
             ended,
@@ -286,7 +287,7 @@ impl Replay {
 
     fn forget(&mut self) {
         self.kept = false;
-        self.chunks = Vec::new();
+        self.chunks = SmallVec::new();
         self.trailers = None;
     }
 
@@ -375,6 +376,9 @@ impl RetryGate<'_> {
 /// At most this many hosts are tried for one call.
 const MAX_ATTEMPTS: usize = 5;
 
+/// The hosts a call has tried, kept inline (no allocation per call).
+type Tried = SmallVec<[SocketAddr; MAX_ATTEMPTS]>;
+
 /// Why no stream could be opened.
 enum OpenError {
     /// No host at all (empty cluster).
@@ -399,10 +403,10 @@ enum Attempt {
     Retry(Retry, Outcome),
 }
 
-/// Ends `rq_retry_active` for a call that retried, however it ends.
-struct RetrySlot<'a>(&'a Stat);
+/// Decrements a gauge when dropped, however the call ends.
+struct GaugeSlot<'a>(&'a Stat);
 
-impl Drop for RetrySlot<'_> {
+impl Drop for GaugeSlot<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -424,7 +428,8 @@ impl Call<'_> {
         let cluster = Arc::clone(self.cluster);
         let stats = &cluster.stats;
         let limits = cluster.config.circuit_breakers;
-        if stats.upstream_rq_active.get() >= limits.max_requests {
+        // Reserve the slot atomically: a burst must not slip past the limit.
+        if !stats.calls_admitted.inc_below(limits.max_requests) {
             stats.upstream_rq_pending_overflow.inc();
             let message = format!(
                 "upstream overflow: cluster {} has its max_requests ({}) calls in flight",
@@ -433,12 +438,13 @@ impl Call<'_> {
             );
             return self.reply(code::UNAVAILABLE, &message, "UO", false);
         }
+        let _admitted = GaugeSlot(&stats.calls_admitted);
 
         let replay = Mutex::new(Replay::new(
             cluster.config.retry.buffer_limit,
             body.is_end_stream(),
         ));
-        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut tried: Tried = SmallVec::new();
         let mut retries = 0u32;
         let mut retry_slot = None;
         let activity = Activity::new(self.idle_timeout.is_some());
@@ -521,7 +527,7 @@ impl Call<'_> {
                     stats.upstream_rq_retry.inc();
                     if retry_slot.is_none() {
                         stats.upstream_rq_retry_active.inc();
-                        retry_slot = Some(RetrySlot(&stats.upstream_rq_retry_active));
+                        retry_slot = Some(GaugeSlot(&stats.upstream_rq_retry_active));
                     }
                     tracing::debug!(host = %host.addr, ?why, attempt = tried.len(), "retrying on another host");
                 }
@@ -534,17 +540,17 @@ impl Call<'_> {
         &self,
         parts: &Parts,
         headers_only: bool,
-        tried: &mut Vec<SocketAddr>,
+        tried: &mut Tried,
     ) -> Result<Opened, OpenError> {
         let cluster = self.cluster;
         let stats = &cluster.stats;
-        if stats.upstream_rq_pending_active.get()
-            >= cluster.config.circuit_breakers.max_pending_requests
+        if !stats
+            .upstream_rq_pending_active
+            .inc_below(cluster.config.circuit_breakers.max_pending_requests)
         {
             return Err(OpenError::Overflow);
         }
-        stats.upstream_rq_pending_active.inc();
-        let _pending = RetrySlot(&stats.upstream_rq_pending_active);
+        let _pending = GaugeSlot(&stats.upstream_rq_pending_active);
         let mut last = None;
         let timeout = cluster.config.connect_timeout;
         while tried.len() < MAX_ATTEMPTS {
