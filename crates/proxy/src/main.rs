@@ -3,11 +3,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: h2 allocates per stream and per frame,
-/// and under load glibc's allocator was a tenth of the proxy's profile.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use proxy::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
