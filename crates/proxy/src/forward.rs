@@ -143,7 +143,9 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         respond,
         record: &mut record,
     };
-    let outcome = call.run(&parts, body).await;
+    // Boxed: the call's state machine is large, and a task holding it inline
+    // would copy it on spawn and again when it completes.
+    let outcome = Box::pin(call.run(&parts, body)).await;
 
     match outcome.response_code {
         200..=299 => stats.downstream_rq_2xx.inc(),
