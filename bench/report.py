@@ -263,6 +263,29 @@ def gateway_table(f):
     return out
 
 
+def instructions_table(f):
+    counts = f.res.get("instructions") or {}
+    if not counts:
+        return ["Not measured in this run (valgrind missing, or `--no-instructions`)."]
+    ours = counts.get("ours-l7", {}).get("per_call")
+    lines = [
+        "User-space instructions per unary call, counted by callgrind with each proxy alone "
+        "under valgrind (counters zeroed after a warm-up, then exactly the calls below, h2load 4x16). "
+        "Exact and repeatable, unlike CPU time on a shared VM; kernel time (syscalls, TCP) is not included.",
+        "",
+        "| target | calls | instructions per call | ours L7 / this |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name in ("ours-l7", "haproxy-h2", "nginx"):
+        c = counts.get(name)
+        if not c:
+            continue
+        lines.append(
+            f"| {f.label[name]} | {c['calls']:,} | {c['per_call']:,.0f} | {fmt_ratio(ratio(ours, c['per_call']))} |"
+        )
+    return lines
+
+
 def goals(f):
     """The targets of issue 6, checked against this run."""
     res = f.res
@@ -349,6 +372,13 @@ def section(f, svg_name):
         f"- CPU per call (4x16): ours L7 / HAProxy h2 **{fmt_ratio(ratio(f.cpu('ours-l7'), f.cpu('haproxy-h2')))}**, "
         f"ours L7 / nginx **{fmt_ratio(ratio(f.cpu('ours-l7'), f.cpu('nginx')))}** (lower is better)."
     )
+    ins = {k: v["per_call"] for k, v in (res.get("instructions") or {}).items()}
+    if ins.get("ours-l7"):
+        head.append(
+            f"- User-space instructions per call (callgrind, exact): ours L7 {fmt(ins['ours-l7'])}, "
+            f"HAProxy h2 {fmt(ins.get('haproxy-h2'))}, nginx {fmt(ins.get('nginx'))}; "
+            f"ours / HAProxy **{fmt_ratio(ratio(ins['ours-l7'], ins.get('haproxy-h2')))}**."
+        )
     head.append(
         f"- Layer 4: ours L4 / HAProxy tcp throughput 4x16 **{fmt_ratio(ratio(f.rps('ours-l4', '4x16'), f.rps('haproxy-tcp', '4x16')))}**, "
         f"1x32 **{fmt_ratio(ratio(f.rps('ours-l4', '1x32'), f.rps('haproxy-tcp', '1x32')))}**."
@@ -390,6 +420,10 @@ def section(f, svg_name):
         "### Memory and CPU",
         "",
         *memory_table(f),
+        "",
+        "### Instructions per call",
+        "",
+        *instructions_table(f),
         "",
         "### Per-backend share",
         "",

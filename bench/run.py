@@ -10,7 +10,13 @@ docs/benchmarks.md and the chart.
 CPU placement: every proxy (and every gateway) is pinned to core 1 and runs
 one worker thread; backends and load generators share core 0.
 
+Instructions per call: each L7 proxy in turn runs under valgrind's callgrind
+(counters zeroed after a warm-up, dumped after a fixed number of calls), which
+counts user-space instructions exactly however busy the machine is: the one
+CPU figure that a shared VM cannot blur.
+
 Usage: bench/run.py --out DIR [--quick] [--reps N] [--duration S] [--profile]
+                    [--no-instructions]
 """
 
 import argparse
@@ -248,7 +254,7 @@ def admin_counts(port, stat):
 
 
 def parse_h2load(text):
-    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", text)
+    m = re.search(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s", text)
     r = re.search(
         r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout",
         text,
@@ -257,8 +263,8 @@ def parse_h2load(text):
     if not (m and r):
         raise RuntimeError(f"cannot parse h2load output:\n{text[-800:]}")
     return {
-        "seconds": float(m.group(1)),
-        "rps": float(m.group(2)),
+        "seconds": float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0),
+        "rps": float(m.group(3)),
         "done": int(r.group(3)),
         "succeeded": int(r.group(4)),
         "failed": int(r.group(5)),
@@ -393,34 +399,55 @@ class Bench:
 
     # -- start
 
-    def start(self):
-        ports = [p for _, p in BACKENDS] + [t[2] for t in TARGETS[1:]] + list(ADMIN.values()) + [g[2] for g in GATEWAYS]
-        busy = [p for p in ports if not port_free(p)]
-        if busy:
-            raise RuntimeError(f"ports already in use: {busy} (another bench running?)")
+    def start_backends(self):
         log("starting 3 backends on core 0")
         for bid, port in BACKENDS:
             self.procs.start(bid, [BIN / "backend", "--listen", f"127.0.0.1:{port}", "--id", bid], LOAD_CPU)
         for bid, port in BACKENDS:
             wait_port(port, bid)
+
+    def l7_argv(self, name, single_process=False):
+        """The command line of an L7 target (ours, HAProxy h2, nginx).
+
+        `single_process`: nginx without its master, so that its one process
+        serves the calls (callgrind_control cannot reach a forked worker).
+        """
+        if name == "ours-l7":
+            ups = [a for u in UPSTREAMS for a in ("--upstream", u)]
+            return [
+                BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *ups,
+                "--access-log", "off", "--workers", "1", "--lb", "round_robin",
+            ]
+        if name == "haproxy-h2":
+            return ["haproxy", "-db", "-f", CONFIGS / "haproxy-h2.cfg"]
+        nginx_prefix = self.run_dir / "nginx"
+        (nginx_prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        config = CONFIGS / "nginx.conf"
+        if single_process:
+            text = config.read_text()
+            assert "master_process on;" in text
+            config = (self.run_dir / "nginx-single-process.conf").resolve()
+            config.write_text(text.replace("master_process on;", "master_process off;"))
+        return ["nginx", "-p", f"{nginx_prefix}/", "-c", config]
+
+    def start(self):
+        ports = [p for _, p in BACKENDS] + [t[2] for t in TARGETS[1:]] + list(ADMIN.values()) + [g[2] for g in GATEWAYS]
+        busy = [p for p in ports if not port_free(p)]
+        if busy:
+            raise RuntimeError(f"ports already in use: {busy} (another bench running?)")
+        self.start_backends()
         log("starting the targets on core 1, one worker thread each")
         ups = [a for u in UPSTREAMS for a in ("--upstream", u)]
         common = ["--access-log", "off", "--workers", "1"]
-        self.procs.start(
-            "ours-l7",
-            [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *ups, *common, "--lb", "round_robin"],
-            PROXY_CPU,
-        )
+        self.procs.start("ours-l7", self.l7_argv("ours-l7"), PROXY_CPU)
         self.procs.start(
             "ours-l4",
             [BIN / "proxy", "--mode", "l4", "--listen", "127.0.0.1:19005", "--admin", "127.0.0.1:19105", *ups, *common, "--lb", "round_robin"],
             PROXY_CPU,
         )
-        self.procs.start("haproxy-h2", ["haproxy", "-db", "-f", CONFIGS / "haproxy-h2.cfg"], PROXY_CPU)
+        self.procs.start("haproxy-h2", self.l7_argv("haproxy-h2"), PROXY_CPU)
         self.procs.start("haproxy-tcp", ["haproxy", "-db", "-f", CONFIGS / "haproxy-tcp.cfg"], PROXY_CPU)
-        nginx_prefix = self.run_dir / "nginx"
-        (nginx_prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        self.procs.start("nginx", ["nginx", "-p", f"{nginx_prefix}/", "-c", CONFIGS / "nginx.conf"], PROXY_CPU)
+        self.procs.start("nginx", self.l7_argv("nginx"), PROXY_CPU)
         for name, _, port, _ in TARGETS:
             wait_port(port, name)
         time.sleep(1.0)
@@ -456,15 +483,17 @@ class Bench:
             if not ok:
                 raise RuntimeError(f"{name} failed the correctness check: {r}")
 
-    def h2load(self, port, conns, streams, duration):
+    def h2load(self, port, conns, streams, duration=None, calls=None):
+        """Closed loop for `duration` seconds, or for exactly `calls` calls."""
         url = f"http://127.0.0.1:{port}{METHOD}"
+        amount = ["-D", duration] if calls is None else ["-n", calls]
         out = run(
             [
-                "h2load", "-c", conns, "-m", streams, "-t", "1", "-D", duration,
+                "h2load", "-c", conns, "-m", streams, "-t", "1", *amount,
                 "-H", "content-type: application/grpc", "-H", "te: trailers",
                 "-d", self.body, url,
             ],
-            timeout=duration + 60,
+            timeout=(duration or 0) + 600,
         )
         return parse_h2load(out)
 
@@ -649,6 +678,66 @@ class Bench:
         self.save()
 
 
+    def instructions(self):
+        """User-space instructions per call of each L7 proxy, counted by callgrind.
+
+        Every other process is stopped first; the backends run natively. Each
+        proxy runs alone under valgrind (nginx as one process), gets a warm-up,
+        then its counters are zeroed, it serves exactly CALLS calls (h2load 4x16),
+        and the counters are dumped: instructions / calls is exact and repeatable.
+        """
+        if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+            log("valgrind not found; skipping instructions per call")
+            return
+        self.procs.stop_all()
+        self.start_backends()
+        calls = 2000 if self.args.quick else 10000
+        out_dir = self.run_dir / "callgrind"
+        out_dir.mkdir(exist_ok=True)
+        counts = {}
+        for name in ("ours-l7", "haproxy-h2", "nginx"):
+            port = next(t[2] for t in TARGETS if t[0] == name)
+            target_dir = out_dir / name
+            target_dir.mkdir(exist_ok=True)
+            proc_name = f"callgrind-{name}"
+            self.procs.start(
+                proc_name,
+                [
+                    "valgrind", "--tool=callgrind",
+                    f"--callgrind-out-file={target_dir}/callgrind.out.%p", *self.l7_argv(name, single_process=True),
+                ],
+                PROXY_CPU,
+            )
+            wait_port(port, name, deadline=120)
+            self.h2load(port, 4, 16, calls=max(500, calls // 10))
+            pid = self.procs.pid(proc_name)
+
+            def control(cmd):
+                try:
+                    subprocess.run(
+                        ["callgrind_control", cmd, str(pid)], capture_output=True, text=True, timeout=60, check=True
+                    )
+                except (subprocess.SubprocessError, OSError) as e:
+                    raise RuntimeError(f"callgrind_control {cmd} {pid} ({name}) failed: {e}") from e
+
+            control("--zero")
+            r = self.h2load(port, 4, 16, calls=calls)
+            control("--dump")
+            self.procs.stop(proc_name)
+            # Zeroed then dumped: the dumps (callgrind.out.<pid>.1) hold the load alone.
+            total = 0
+            for dump in target_dir.glob("callgrind.out.*.1"):
+                for line in dump.read_text(errors="replace").splitlines():
+                    if line.startswith("totals:"):
+                        total += int(line.split()[1])
+            if r["succeeded"] != calls or total == 0:
+                raise RuntimeError(f"callgrind {name}: {r['succeeded']}/{calls} calls succeeded, {total} instructions")
+            counts[name] = {"calls": calls, "instructions": total, "per_call": total / calls}
+            log(f"instructions per call {name}: {total / calls:,.0f} ({calls} calls)")
+        self.results["instructions"] = counts
+        self.save()
+
+
 def summarize_profile(prof):
     """Self time grouped by component, top symbols, and inclusive time of our functions."""
     summary = {}
@@ -736,6 +825,8 @@ def main():
     ap.add_argument("--duration", type=int, help="seconds per measurement")
     ap.add_argument("--idle-conns", type=int)
     ap.add_argument("--profile", action="store_true", help="also perf-profile our L7 proxy under load")
+    ap.add_argument("--no-instructions", action="store_true", help="skip the callgrind instructions-per-call phase")
+    ap.add_argument("--instructions-only", action="store_true", help="only the callgrind instructions-per-call phase")
     args = ap.parse_args()
     if args.reps is None:
         args.reps = 2 if args.quick else 5
@@ -754,6 +845,9 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     try:
+        if args.instructions_only:
+            bench.instructions()
+            return
         bench.start()
         bench.idle_rss()
         # Before any load, so that memory freed after load does not hide the cost.
@@ -769,6 +863,8 @@ def main():
             bench.profile()
         bench.start_gateways()
         bench.gateway()
+        if not args.no_instructions:
+            bench.instructions()
         bench.results["load_after"] = loadavg()
         bench.results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         bench.save()
