@@ -779,8 +779,8 @@ def summarize_profile(prof):
             # Where the time goes, by kind of task (frames nest, so take the outermost).
             tasks = {}
             for name, needle in [
-                ("per-call tasks (proxy::forward::handle)", "proxy::forward::handle"),
-                ("client connection tasks (proxy::server::connection, h2 server)", "proxy::server::connection"),
+                ("calls (proxy::forward::handle, run inside client connection tasks)", "proxy::forward::handle"),
+                ("client connection tasks (proxy::server::connection: h2 server and its calls)", "proxy::server::connection"),
                 ("upstream connection tasks (proxy::upstream::maintain, h2 client)", "proxy::upstream::maintain"),
             ]:
                 tasks[name] = max((p for p, _, sym in rows if needle in sym), default=0.0)

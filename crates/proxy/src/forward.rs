@@ -116,15 +116,17 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     stats.downstream_rq_active.inc();
 
     let (mut parts, body) = request.into_parts();
-    if !parts.headers.contains_key("x-request-id") {
-        parts.headers.insert("x-request-id", new_request_id());
+    if !parts.headers.contains_key(grpc::header::X_REQUEST_ID) {
+        parts
+            .headers
+            .insert(grpc::header::X_REQUEST_ID, new_request_id());
     }
     let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
     let cluster = &route.cluster.config;
     let grpc_deadline = parts
         .headers
-        .get("grpc-timeout")
+        .get(grpc::header::GRPC_TIMEOUT)
         .and_then(|v| common::parse_grpc_timeout(v.as_bytes()))
         .map(|timeout| started + timeout);
     let cap = cluster.request_timeout.map(|t| started + t);
@@ -143,8 +145,8 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         respond,
         record: &mut record,
     };
-    // Boxed: the call's state machine is large, and a task holding it inline
-    // would copy it on spawn and again when it completes.
+    // Boxed: the call's state machine is large, and the connection's set of
+    // calls holding it inline would copy it in and out.
     let outcome = Box::pin(call.run(&parts, body)).await;
 
     match outcome.response_code {
@@ -609,7 +611,9 @@ impl Call<'_> {
         if let Some(deadline) = self.deadline.filter(|_| self.grpc) {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Ok(value) = HeaderValue::from_str(&common::format_grpc_timeout(left)) {
-                request.headers_mut().insert("grpc-timeout", value);
+                request
+                    .headers_mut()
+                    .insert(grpc::header::GRPC_TIMEOUT, value);
             }
         }
         request

@@ -5,6 +5,17 @@
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+/// Header names looked up on every call, parsed once (a `&str` key is parsed
+/// again at each lookup).
+pub mod header {
+    use http::HeaderName;
+
+    pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+}
+
 /// gRPC status codes the proxy produces or reasons about.
 pub mod code {
     pub const OK: u16 = 0;
@@ -27,7 +38,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The `grpc-status` in a header or trailer block, if any.
 pub fn status(headers: &HeaderMap) -> Option<u16> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(header::GRPC_STATUS)?;
     std::str::from_utf8(value.as_bytes())
         .ok()?
         .trim()
@@ -73,8 +84,8 @@ pub fn local_reply(grpc: bool, code: u16, message: &str) -> Response<()> {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        headers.insert("grpc-status", HeaderValue::from(code));
-        headers.insert("grpc-message", encode_message(message));
+        headers.insert(header::GRPC_STATUS, HeaderValue::from(code));
+        headers.insert(header::GRPC_MESSAGE, encode_message(message));
     } else {
         *response.status_mut() = http_status(code);
         response.headers_mut().insert(
@@ -97,8 +108,8 @@ fn http_status(code: u16) -> StatusCode {
 /// Trailers that end an already started response with `code`.
 pub fn trailers(code: u16, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(2);
-    trailers.insert("grpc-status", HeaderValue::from(code));
-    trailers.insert("grpc-message", encode_message(message));
+    trailers.insert(header::GRPC_STATUS, HeaderValue::from(code));
+    trailers.insert(header::GRPC_MESSAGE, encode_message(message));
     trailers
 }
 

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -35,8 +37,9 @@ const MAX_HEADER_LIST: u32 = 60 << 10;
 /// Streams one client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
-/// Accepts until `shutdown`, then returns; connections already accepted are
-/// drained by their own tasks (owned by `tasks`).
+/// Accepts until `shutdown`, then returns; connections already accepted (and
+/// their calls, which run inside them) are drained by their own tasks, owned
+/// by `tasks`.
 pub async fn serve(
     listener: TcpListener,
     route: Arc<Route>,
@@ -46,13 +49,7 @@ pub async fn serve(
     let name = route.listener.clone();
     accept_loop(listener, &name, shutdown.clone(), |tcp, peer| {
         let span = tracing::debug_span!("conn", listener = %route.listener, %peer);
-        let connection = connection(
-            tcp,
-            peer,
-            Arc::clone(&route),
-            shutdown.clone(),
-            tasks.clone(),
-        );
+        let connection = connection(tcp, peer, Arc::clone(&route), shutdown.clone());
         tasks.spawn(connection.instrument(span));
     })
     .await;
@@ -90,7 +87,6 @@ async fn connection(
     peer: SocketAddr,
     route: Arc<Route>,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
 ) {
     let stats = Arc::clone(&route.stats);
     stats.downstream_cx_total.inc();
@@ -99,7 +95,7 @@ async fn connection(
 
     let Some(tls) = route.tls.clone() else {
         if let Some(io) = checked(preface(tcp), peer, &route, &shutdown).await {
-            serve_h2(io, peer, route, shutdown, tasks).await;
+            serve_h2(io, peer, route, shutdown).await;
         }
         return;
     };
@@ -113,10 +109,10 @@ async fn connection(
         return;
     };
     if stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2) {
-        serve_h2(stream, peer, route, shutdown, tasks).await;
+        serve_h2(stream, peer, route, shutdown).await;
     } else if let Some(io) = checked(preface(stream), peer, &route, &shutdown).await {
         // No ALPN offered at all: prior knowledge, as on a cleartext port.
-        serve_h2(io, peer, route, shutdown, tasks).await;
+        serve_h2(io, peer, route, shutdown).await;
     }
 }
 
@@ -148,14 +144,15 @@ async fn checked<T>(
     }
 }
 
-/// Serves one client's HTTP/2 session: a task per stream, GOAWAY on shutdown.
-async fn serve_h2<T>(
-    io: T,
-    peer: SocketAddr,
-    route: Arc<Route>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) where
+/// Serves one client's HTTP/2 session, GOAWAY on shutdown.
+///
+/// The session's calls run inside this task, beside the connection they
+/// share, as Envoy runs a connection and all its streams on one worker: no
+/// task to spawn per call, no wake-up crossing tasks between a call and its
+/// client connection. Calls of different clients still run in parallel on a
+/// multi-threaded runtime, and each call's host connection is its own task.
+async fn serve_h2<T>(io: T, peer: SocketAddr, route: Arc<Route>, shutdown: CancellationToken)
+where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut builder = h2::server::Builder::new();
@@ -178,12 +175,13 @@ async fn serve_h2<T>(
         }
     };
 
+    let mut calls = FuturesUnordered::new();
     let mut draining = false;
     loop {
         tokio::select! {
             next = conn.accept() => match next {
                 Some(Ok((request, respond))) => {
-                    tasks.spawn(forward::handle(Arc::clone(&route), request, respond));
+                    calls.push(forward::handle(Arc::clone(&route), request, respond));
                 }
                 Some(Err(e)) => {
                     if e.is_io() || e.is_go_away() {
@@ -196,6 +194,7 @@ async fn serve_h2<T>(
                 }
                 None => break,
             },
+            Some(()) = calls.next(), if !calls.is_empty() => {}
             () = shutdown.cancelled(), if !draining => {
                 // GOAWAY: no new streams; those open finish, then accept() ends.
                 conn.graceful_shutdown();
@@ -203,6 +202,11 @@ async fn serve_h2<T>(
             }
         }
     }
+    // The client's connection is over. Calls still running (waiting for a
+    // host's answer they can no longer deliver) end on their own, and are
+    // counted and logged as the client having gone.
+    drop(conn);
+    while calls.next().await.is_some() {}
 }
 
 /// Reads the first bytes: the HTTP/2 preface, replayed for h2, or a refusal.
