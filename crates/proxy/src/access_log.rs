@@ -48,7 +48,7 @@ pub struct Entry {
     pub traceparent: Option<String>,
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
     headers
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -71,8 +71,8 @@ impl Entry {
             duration_ms: 0,
             upstream_service_time_ms: None,
             forwarded_for: header(&parts.headers, "x-forwarded-for"),
-            user_agent: header(&parts.headers, "user-agent"),
-            request_id: header(&parts.headers, "x-request-id"),
+            user_agent: header(&parts.headers, http::header::USER_AGENT),
+            request_id: header(&parts.headers, crate::grpc::header::X_REQUEST_ID),
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
             upstream: None,
             traceparent: header(&parts.headers, "traceparent"),
