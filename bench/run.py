@@ -44,6 +44,8 @@ PROXY_CPU = "1"
 LOAD_CPU = "0"
 BACKENDS = [("b1", 18081), ("b2", 18082), ("b3", 18083)]
 UPSTREAMS = [f"127.0.0.1:{port}" for _, port in BACKENDS]
+# Our proxy's flags for those upstreams, and its settings for every run.
+OURS_ARGS = [a for u in UPSTREAMS for a in ("--upstream", u)] + ["--access-log", "off", "--workers", "1", "--lb", "round_robin"]
 METHOD = "/gateway.AliveService/GetStatus"
 # gRPC frame of an empty GetStatusRequest: flag 0, length 0.
 BODY = b"\x00\x00\x00\x00\x00"
@@ -413,11 +415,7 @@ class Bench:
         serves the calls (callgrind_control cannot reach a forked worker).
         """
         if name == "ours-l7":
-            ups = [a for u in UPSTREAMS for a in ("--upstream", u)]
-            return [
-                BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *ups,
-                "--access-log", "off", "--workers", "1", "--lb", "round_robin",
-            ]
+            return [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *OURS_ARGS]
         if name == "haproxy-h2":
             return ["haproxy", "-db", "-f", CONFIGS / "haproxy-h2.cfg"]
         nginx_prefix = self.run_dir / "nginx"
@@ -437,12 +435,10 @@ class Bench:
             raise RuntimeError(f"ports already in use: {busy} (another bench running?)")
         self.start_backends()
         log("starting the targets on core 1, one worker thread each")
-        ups = [a for u in UPSTREAMS for a in ("--upstream", u)]
-        common = ["--access-log", "off", "--workers", "1"]
         self.procs.start("ours-l7", self.l7_argv("ours-l7"), PROXY_CPU)
         self.procs.start(
             "ours-l4",
-            [BIN / "proxy", "--mode", "l4", "--listen", "127.0.0.1:19005", "--admin", "127.0.0.1:19105", *ups, *common, "--lb", "round_robin"],
+            [BIN / "proxy", "--mode", "l4", "--listen", "127.0.0.1:19005", "--admin", "127.0.0.1:19105", *OURS_ARGS],
             PROXY_CPU,
         )
         self.procs.start("haproxy-h2", self.l7_argv("haproxy-h2"), PROXY_CPU)
