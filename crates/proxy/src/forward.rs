@@ -116,11 +116,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     stats.downstream_rq_active.inc();
 
     let (mut parts, body) = request.into_parts();
-    if !parts.headers.contains_key(grpc::header::X_REQUEST_ID) {
-        parts
-            .headers
-            .insert(grpc::header::X_REQUEST_ID, new_request_id());
-    }
+    ensure_request_id(&mut parts.headers);
     let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
     let cluster = &route.cluster.config;
@@ -222,6 +218,16 @@ fn record(cluster: &Cluster, host: &Host, outcome: &Outcome) {
     );
 }
 
+/// Keeps the client's `x-request-id` or adds a new one, marked as sent once.
+fn ensure_request_id(headers: &mut HeaderMap) {
+    match headers.get_mut(grpc::header::X_REQUEST_ID) {
+        Some(id) => once_per_call(id),
+        None => {
+            headers.insert(grpc::header::X_REQUEST_ID, new_request_id());
+        }
+    }
+}
+
 /// A UUID v4, as Envoy generates for `x-request-id`.
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -240,7 +246,17 @@ fn new_request_id() -> HeaderValue {
         id[i + 1] = HEX[usize::from(byte & 0xf)];
         i += 2;
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut value = HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    once_per_call(&mut value);
+    value
+}
+
+/// Marks a header value that is new on every call (a request id, a deadline)
+/// so that HPACK sends it as a literal instead of adding it to the
+/// connection's dynamic table: there it could never be reused, and it would
+/// evict entries that are (and lengthen the table's lookups on both ends).
+fn once_per_call(value: &mut HeaderValue) {
+    value.set_sensitive(true);
 }
 
 /// The request as the client has sent it so far, kept so that an attempt can
@@ -610,7 +626,8 @@ impl Call<'_> {
         *request.headers_mut() = parts.headers.clone();
         if let Some(deadline) = self.deadline.filter(|_| self.grpc) {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(value) = HeaderValue::from_str(&common::format_grpc_timeout(left)) {
+            if let Ok(mut value) = HeaderValue::from_str(&common::format_grpc_timeout(left)) {
+                once_per_call(&mut value);
                 request
                     .headers_mut()
                     .insert(grpc::header::GRPC_TIMEOUT, value);
@@ -1117,6 +1134,28 @@ mod tests {
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
         assert_eq!(id.matches('-').count(), 4);
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn request_ids_stay_out_of_the_hpack_dynamic_table() {
+        let mut headers = HeaderMap::new();
+        ensure_request_id(&mut headers);
+        let id = headers.get(grpc::header::X_REQUEST_ID).unwrap();
+        assert_eq!(id.len(), 36);
+        assert!(
+            id.is_sensitive(),
+            "a new id is sent as a never-indexed literal"
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            grpc::header::X_REQUEST_ID,
+            HeaderValue::from_static("client-id"),
+        );
+        ensure_request_id(&mut headers);
+        let id = headers.get(grpc::header::X_REQUEST_ID).unwrap();
+        assert_eq!(id, "client-id", "the client's id is kept");
+        assert!(id.is_sensitive(), "and sent as a never-indexed literal");
     }
 
     #[test]
