@@ -179,6 +179,12 @@ where
     let mut draining = false;
     loop {
         tokio::select! {
+            // Calls first, and all of them: the connection is polled (and its
+            // write buffer flushed) only once no call can make progress, so
+            // that the answers that arrived together leave in one write
+            // instead of one write each.
+            biased;
+            Some(()) = calls.next(), if !calls.is_empty() => {}
             next = conn.accept() => match next {
                 Some(Ok((request, respond))) => {
                     calls.push(forward::handle(Arc::clone(&route), request, respond));
@@ -194,7 +200,6 @@ where
                 }
                 None => break,
             },
-            Some(()) = calls.next(), if !calls.is_empty() => {}
             () = shutdown.cancelled(), if !draining => {
                 // GOAWAY: no new streams; those open finish, then accept() ends.
                 conn.graceful_shutdown();
