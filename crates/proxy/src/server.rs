@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,13 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 const MAX_HEADER_LIST: u32 = 60 << 10;
 /// Streams one client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// New calls a client connection's task starts before it yields. The host
+/// connections are tasks of their own and write only when this one yields:
+/// without a limit, all the calls of one read (dozens from a busy client)
+/// were started before the first request left, and the proxy and the hosts
+/// took turns instead of working at the same time. One client, 32 calls in
+/// flight, h2load 1x32: 31.5k -> 40.7k calls/s (interleaved A/B, 2 x 5 s).
+const YIELD_EVERY_CALLS: u32 = 16;
 
 /// Accepts until `shutdown`, then returns; connections already accepted (and
 /// their calls, which run inside them) are drained by their own tasks, owned
@@ -177,7 +184,16 @@ where
 
     let mut calls = FuturesUnordered::new();
     let mut draining = false;
+    let mut accepted = 0;
     loop {
+        if accepted == YIELD_EVERY_CALLS {
+            // Start the new calls (their requests go into their host
+            // connections' buffers), then let those connections write them
+            // before this task reads on: see YIELD_EVERY_CALLS.
+            accepted = 0;
+            while let Some(Some(())) = calls.next().now_or_never() {}
+            tokio::task::yield_now().await;
+        }
         tokio::select! {
             // Calls first, and all of them: the connection is polled (and its
             // write buffer flushed) only once no call can make progress, so
@@ -188,6 +204,7 @@ where
             next = conn.accept() => match next {
                 Some(Ok((request, respond))) => {
                     calls.push(forward::handle(Arc::clone(&route), request, respond));
+                    accepted += 1;
                 }
                 Some(Err(e)) => {
                     if e.is_io() || e.is_go_away() {
