@@ -290,3 +290,75 @@ fn proxy_authority(line: &str) -> String {
     let quoted: Vec<&str> = line.split('"').collect();
     quoted[quoted.len() - 6].to_owned()
 }
+
+/// A host with a 1,000-byte stream window: the first DATA frame of a request
+/// (which the proxy forwards without waiting for flow-control room) is larger
+/// than that, and must still arrive whole, as the host opens its window.
+#[tokio::test]
+async fn a_first_chunk_larger_than_the_hosts_window_arrives_whole() {
+    use bytes::Bytes;
+    use tokio::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::Builder::new()
+            .initial_window_size(1_000)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        while let Some(Ok((request, mut respond))) = conn.accept().await {
+            tokio::spawn(async move {
+                // Echo the body back, opening the window as it is read.
+                let mut body = request.into_body();
+                let mut got = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                let response = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut send = respond.send_response(response, false).unwrap();
+                send.send_data(Bytes::from(got), false).unwrap();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                send.send_trailers(trailers).unwrap();
+            });
+        }
+    });
+    let proxy = TestProxy::start(config(&[host.to_string()], Mode::L7)).await;
+
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (sender, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut sender = sender.ready().await.unwrap();
+    // One gRPC message of 12,000 bytes: a single DATA frame, 12x the host's window.
+    let mut message = vec![0u8, 0, 0, 0x2e, 0xe0];
+    message.extend((0..12_000u32).map(|i| (i % 251) as u8));
+    let request = http::Request::post(format!("{}/gateway.EchoService/Echo", proxy.uri()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = sender.send_request(request, false).unwrap();
+    send.send_data(Bytes::from(message.clone()), true).unwrap();
+
+    let mut body = response.await.unwrap().into_body();
+    let mut echoed = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        echoed.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        echoed, message,
+        "the host got the request as the client sent it"
+    );
+    let trailers = body.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    proxy.stop().await;
+}
