@@ -41,8 +41,10 @@ const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// without a limit, all the calls of one read (dozens from a busy client)
 /// were started before the first request left, and the proxy and the hosts
 /// took turns instead of working at the same time. One client, 32 calls in
-/// flight, h2load 1x32: 31.5k -> 40.7k calls/s (interleaved A/B, 2 x 5 s).
-const YIELD_EVERY_CALLS: u32 = 16;
+/// flight, h2load 1x32: no limit 31.9k calls/s, 16: 32.7k, 8: 40.5k, 4: 37.7k
+/// (interleaved A/B, medians of 3 x 5 s, HAProxy 41.5k in the same run); 8
+/// against 16 at 1x32 37.6k to 30.1k, at 4x16 49.4k to 48.5k (5 x 5 s).
+const YIELD_EVERY_CALLS: u32 = 8;
 
 /// Accepts until `shutdown`, then returns; connections already accepted (and
 /// their calls, which run inside them) are drained by their own tasks, owned
