@@ -145,6 +145,34 @@ def closed_table(f):
     return out
 
 
+def core0_table(f):
+    """What each target's calls cost on core 0, which the load generator and
+    the backends share: once that core is full, it sets the throughput."""
+    out = [
+        "| target (4x16) | proxy us/call (core 1) | backends us/call | h2load us/call | core 0 us/call | core 0 limit, calls/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for t in f.targets:
+        runs = f.closed_runs(t, "4x16")
+        be = median(r.get("backends_us_per_call") for r in runs)
+        cl = median(r.get("client_us_per_call") for r in runs)
+        if be is None or cl is None:
+            return []
+        proxy = "-" if t == "direct" else fmt(f.cpu(t), 1)
+        out.append(
+            f"| {f.label[t]} | {proxy} | {fmt(be, 1)} | {fmt(cl, 1)} | {fmt(be + cl, 1)} | {fmt(1e6 / (be + cl))} |"
+        )
+    return [
+        "The load generator and the three backends share core 0, so a target's",
+        "throughput is bounded by what its calls cost there as well as by its own",
+        "core: h2load's and the backends' CPU per call under each target (the",
+        "target's own is in the first column). The last column is the rate at",
+        "which core 0 would be full.",
+        "",
+        *out,
+    ]
+
+
 def ratio_table(f):
     out = [
         "| ratio | 4x16 throughput | 1x32 throughput | per-repetition range (4x16) | CPU per call (4x16) |",
@@ -412,6 +440,8 @@ def section(f, svg_name):
         "### Closed-loop throughput (h2load, unary GetStatus)",
         "",
         *closed_table(f),
+        "",
+        *core0_table(f),
         "",
         "### Latency at fixed rates",
         "",

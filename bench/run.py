@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -224,6 +225,12 @@ def wait_port(port, what, deadline=15.0):
 def port_free(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def children_cpu_seconds():
+    """CPU time of this script's finished children (h2load, once it exits)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def run(argv, timeout=None, cpu=LOAD_CPU):
@@ -503,16 +510,24 @@ class Bench:
             for conns, streams in SHAPES:
                 for name, _, port, _ in TARGETS:
                     pids = self.target_pids(name)
+                    backends = [p for bid, _ in BACKENDS for p in descendants(self.procs.pid(bid))]
                     cpu0 = cpu_seconds(pids)
+                    backends0 = cpu_seconds(backends)
+                    client0 = children_cpu_seconds()
                     with RssSampler(pids) as rss:
                         r = self.h2load(port, conns, streams, self.args.duration)
                     cpu = cpu_seconds(pids) - cpu0
+                    calls = max(r["done"], 1)
                     r.update(
                         target=name,
                         shape=f"{conns}x{streams}",
                         rep=rep,
                         cpu_s=cpu,
-                        cpu_us_per_call=cpu * 1e6 / max(r["done"], 1),
+                        cpu_us_per_call=cpu * 1e6 / calls,
+                        # Core 0's side of the same calls: the 3 backends (for
+                        # direct, b1 alone does the work) and h2load itself.
+                        backends_us_per_call=(cpu_seconds(backends) - backends0) * 1e6 / calls,
+                        client_us_per_call=(children_cpu_seconds() - client0) * 1e6 / calls,
                         peak_rss_kb=rss.peak,
                     )
                     self.results["closed"].append(r)
