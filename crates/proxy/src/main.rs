@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use proxy::config::{Cli, Command, Config};
 
+/// mimalloc instead of the C library's allocator: every call allocates its
+/// header maps and stream state, and glibc's malloc and free were about 8% of
+/// the proxy's instructions per call.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,h2=warn,hickory_proto=warn,hickory_resolver=warn");
