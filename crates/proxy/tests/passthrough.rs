@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use proto::gateway::echo_service_client::EchoServiceClient;
 use proto::gateway::{EchoRequest, ExpandRequest};
 use proxy::config::Mode;
-use support::{TestProxy, backends, config, upstreams};
+use support::{TestProxy, backends, config, read_body, upstreams};
 use tonic::Code;
 
 fn req(message: &str) -> EchoRequest {
@@ -292,8 +292,8 @@ fn proxy_authority(line: &str) -> String {
 }
 
 /// A host with a 1,000-byte stream window: the first DATA frame of a request
-/// (which the proxy forwards without waiting for flow-control room) is larger
-/// than that, and must still arrive whole, as the host opens its window.
+/// is larger than that, and must still arrive whole, as the host opens its
+/// window bit by bit.
 #[tokio::test]
 async fn a_first_chunk_larger_than_the_hosts_window_arrives_whole() {
     use bytes::Bytes;
@@ -311,13 +311,7 @@ async fn a_first_chunk_larger_than_the_hosts_window_arrives_whole() {
         while let Some(Ok((request, mut respond))) = conn.accept().await {
             tokio::spawn(async move {
                 // Echo the body back, opening the window as it is read.
-                let mut body = request.into_body();
-                let mut got = Vec::new();
-                while let Some(chunk) = body.data().await {
-                    let chunk = chunk.unwrap();
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    got.extend_from_slice(&chunk);
-                }
+                let got = read_body(&mut request.into_body()).await;
                 let response = http::Response::builder()
                     .header("content-type", "application/grpc")
                     .body(())
@@ -348,12 +342,7 @@ async fn a_first_chunk_larger_than_the_hosts_window_arrives_whole() {
     send.send_data(Bytes::from(message.clone()), true).unwrap();
 
     let mut body = response.await.unwrap().into_body();
-    let mut echoed = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        echoed.extend_from_slice(&chunk);
-    }
+    let echoed = read_body(&mut body).await;
     assert_eq!(
         echoed, message,
         "the host got the request as the client sent it"

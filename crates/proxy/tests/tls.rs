@@ -16,7 +16,7 @@ use bytes::Bytes;
 use proxy::config::{ListenerTls, Mode, UpstreamTls};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use support::{TestProxy, backends, config, upstreams};
+use support::{TestProxy, backends, config, read_body, upstreams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -105,10 +105,7 @@ async fn echo(client: &mut h2::client::SendRequest<Bytes>, addr: SocketAddr) -> 
     send.send_data(Bytes::from_static(b"\0\0\0\0\x05\x0a\x03tls"), true)
         .unwrap();
     let (head, mut body) = response.await.unwrap().into_parts();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
+    read_body(&mut body).await;
     let trailers = body.trailers().await.unwrap().unwrap_or_default();
     let id = head.headers["x-backend-id"].to_str().unwrap().to_owned();
     let status = trailers

@@ -519,3 +519,15 @@ impl Traffic {
             .unwrap_or_default()
     }
 }
+
+/// Reads an HTTP/2 body to its end, opening the flow-control window as it
+/// goes; the bytes, in order.
+pub async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
