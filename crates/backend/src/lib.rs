@@ -105,9 +105,14 @@ pub async fn run(
         .add_service(AliveServiceServer::new(Alive(behaviour.clone())))
         .add_service(GreeterServer::new(Hello(behaviour.clone())))
         .add_service(EchoServiceServer::new(Echo(behaviour)))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-            let _ = stop_rx.await;
-        });
+        // Without TCP_NODELAY, a response written in more than one piece
+        // (HEADERS, then DATA and trailers) waits for the peer's ACK.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     tokio::pin!(server);
     tracing::info!(id = %config.id, %addr, "backend serving");
 

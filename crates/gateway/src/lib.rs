@@ -22,6 +22,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use http::{HeaderName, HeaderValue};
 use proto::gateway::GetStatusRequest;
@@ -125,6 +126,12 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, upstream = %config.upstream, timeout = %common::format_duration(config.timeout), "gateway serving");
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    // Responses go out without waiting for the client's ACK of the last write.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(AppState::new(&config))).with_graceful_shutdown(async {
         shutdown.await;
         let _ = stopping_tx.send(());
