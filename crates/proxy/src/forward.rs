@@ -1017,12 +1017,20 @@ async fn pipe(
     reset_dst_on_src_error: bool,
 ) -> Result<PipeEnd, PipeError> {
     let mut bytes = 0u64;
+    // The first chunk goes without waiting for flow-control capacity (h2
+    // buffers it and asks for the room itself): a new upstream stream gets
+    // capacity only once its HEADERS are written, so waiting for it sent a
+    // unary request's HEADERS and its DATA in two writes. One chunk is at most
+    // one DATA frame of the source, so this buffers at most that per stream.
+    let mut first = true;
     loop {
         // Ask for room for at least one more byte beyond what is buffered:
         // until the receiver's window has taken the last chunk we read no more.
-        dst.reserve_capacity(1);
+        if !first {
+            dst.reserve_capacity(1);
+        }
         let step = poll_fn(|cx| {
-            while dst.capacity() == 0 {
+            while !first && dst.capacity() == 0 {
                 match dst.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => {}
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Step::DstGone(e.reason())),
@@ -1050,6 +1058,7 @@ async fn pipe(
         .await;
         match step {
             Step::Data(data) => {
+                first = false;
                 activity.mark();
                 let n = data.len();
                 let _ = src.flow_control().release_capacity(n);
