@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish.
     #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
+    /// Worker threads; 0 means one per CPU this process may run on. With one,
+    /// the server runs single-threaded, which batches its writes.
+    #[arg(long, env = "BACKEND_WORKERS", default_value_t = 0)]
+    pub workers: usize,
 }
 
 /// Flags of `backend healthcheck`.

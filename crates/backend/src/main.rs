@@ -5,11 +5,20 @@ use std::process::ExitCode;
 use backend::config::{Cli, Command, Config};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,h2=warn,tower=warn,hyper=warn");
+    let runtime = match common::runtime(cli.serve.workers) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("backend: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(cli))
+}
 
+async fn serve(cli: Cli) -> ExitCode {
     if let Some(Command::Healthcheck(args)) = cli.command {
         let addr = args
             .addr

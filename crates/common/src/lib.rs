@@ -12,6 +12,29 @@ use tracing_subscriber::EnvFilter;
 /// Exit status for bad configuration (`EX_USAGE` from `sysexits.h`).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// The tokio runtime for `workers` worker threads; 0 means one per CPU this
+/// process may run on (its affinity mask, so `taskset -c 0` counts as one).
+///
+/// One worker gets the single-threaded runtime. A multi-threaded runtime with
+/// one worker runs a woken task before the rest of the queue (its LIFO slot):
+/// an HTTP/2 connection task woken by every finished call then writes every
+/// response on its own, one write per call instead of one per batch. For the
+/// backend pinned to one core that was 10.0 against 6.1 us of CPU per call.
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 /// Parses the command line; on a usage error prints clap's message and exits
 /// with [`EXIT_CONFIG`] (64) like every other configuration problem. `--help`
 /// and `--version` exit 0 as usual.
@@ -205,6 +228,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_worker_is_the_single_threaded_runtime() {
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |workers| runtime(workers).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let expected = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor(0), expected);
+        let runtime = runtime(2).unwrap();
+        assert_eq!(runtime.metrics().num_workers(), 2);
+    }
 
     #[test]
     fn durations_parse_with_and_without_units() {

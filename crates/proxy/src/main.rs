@@ -47,17 +47,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let mut builder = if config.workers == 1 {
-        // One core: no work stealing to pay for.
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if config.workers > 1 {
-            b.worker_threads(config.workers);
-        }
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match common::runtime(config.workers) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("proxy: cannot start the runtime: {e}");
