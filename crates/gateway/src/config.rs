@@ -33,6 +33,10 @@ pub struct Cli {
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
+    /// Worker threads; 0 means one per CPU this process may run on, 1 a
+    /// single-threaded runtime.
+    #[arg(long, env = "GATEWAY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
 }
 
 #[derive(Debug, Subcommand)]

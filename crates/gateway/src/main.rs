@@ -4,10 +4,20 @@ use std::process::ExitCode;
 
 use gateway::config::{Cli, Command, Config};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,tower_http=info,h2=warn,hyper=warn");
+    let runtime = match common::runtime(cli.workers) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> ExitCode {
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         return match common::http_probe(cli.listen, "/healthz", timeout) {
             Ok(200) => {
