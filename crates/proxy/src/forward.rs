@@ -115,7 +115,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     stats.downstream_rq_total.inc();
     stats.downstream_rq_active.inc();
 
-    let (mut parts, body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
     ensure_request_id(&mut parts.headers);
     let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
@@ -143,7 +143,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     };
     // Boxed: the call's state machine is large, and the connection's set of
     // calls holding it inline would copy it in and out.
-    let outcome = Box::pin(call.run(&parts, body)).await;
+    let outcome = Box::pin(call.run(&parts, &mut body)).await;
 
     match outcome.response_code {
         200..=299 => stats.downstream_rq_2xx.inc(),
@@ -169,6 +169,43 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         entry.upstream_service_time_ms = record.upstream_service_time_ms;
         route.access_log.log(&entry);
     }
+    drain_request(body).await;
+}
+
+/// How much of a request [`drain_request`] reads after its response is complete.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// How long [`drain_request`] waits for the rest of a request.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads the rest of a request whose response is complete (answered before
+/// the client finished sending: a local UNAVAILABLE, a host that answered
+/// early), so that its stream closes without a reset.
+///
+/// Dropping it unread resets the stream, and the client's frames already on
+/// the way then arrive on a reset stream. h2 remembers only 50 reset streams
+/// (for 1 s) and answers a frame on any stream it forgot with a reset of its
+/// own; after 1024 of those it closes the connection with ENHANCE_YOUR_CALM.
+/// Under overload, when every shed call was reset, that took down whole
+/// client connections with the calls that were doing fine on them. A client
+/// that sends more than [`DRAIN_LIMIT`] or stalls for [`DRAIN_TIMEOUT`] is
+/// reset after all.
+async fn drain_request(mut body: RecvStream) {
+    if body.is_end_stream() {
+        return;
+    }
+    let drain = async {
+        let mut left = DRAIN_LIMIT;
+        while let Some(chunk) = body.data().await {
+            let Ok(chunk) = chunk else { return };
+            let _ = body.flow_control().release_capacity(chunk.len());
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                return;
+            }
+        }
+        let _ = body.trailers().await;
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
 /// What a call records for its access-log line as it goes (no allocation:
@@ -444,7 +481,7 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    async fn run(&mut self, parts: &Parts, mut body: RecvStream) -> Outcome {
+    async fn run(&mut self, parts: &Parts, body: &mut RecvStream) -> Outcome {
         let cluster = Arc::clone(self.cluster);
         let stats = &cluster.stats;
         let limits = cluster.config.circuit_breakers;
@@ -527,7 +564,7 @@ impl Call<'_> {
                 retries,
             };
             let attempt = self
-                .exchange(&mut body, send, response, &replay, &gate, &activity)
+                .exchange(body, send, response, &replay, &gate, &activity)
                 .await;
             match attempt {
                 Attempt::Done(outcome) => {

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,13 +15,15 @@ use h2::Reason;
 use http::{Request, Response};
 use proxy::config::Mode;
 use support::{TestProxy, config, eventually};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// A raw HTTP/2 host. On `/cancel-me` it answers headers and one DATA frame,
 /// then reports how the stream was reset. On `/reset-me` it answers headers and
 /// one DATA frame, waits for a DATA frame from the client (proof that the
-/// response head went out), then resets the stream with INTERNAL_ERROR.
+/// response head went out), then resets the stream with INTERNAL_ERROR. On
+/// `/answer-early` it answers trailers-only at once, without reading the request.
 async fn raw_host() -> (SocketAddr, mpsc::UnboundedReceiver<Reason>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -34,6 +37,15 @@ async fn raw_host() -> (SocketAddr, mpsc::UnboundedReceiver<Reason>) {
                 while let Some(Ok((request, mut respond))) = conn.accept().await {
                     let tx = tx.clone();
                     tokio::spawn(async move {
+                        if request.uri().path() == "/answer-early" {
+                            let response = Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "0")
+                                .body(())
+                                .unwrap();
+                            let _ = respond.send_response(response, true);
+                            return;
+                        }
                         let response = Response::builder()
                             .header("content-type", "application/grpc")
                             .body(())
@@ -126,5 +138,131 @@ async fn a_host_reset_reaches_the_client_with_its_reason() {
         || async { proxy.clusters().await[&(host.to_string(), "rq_error".into())] == "1" },
     )
     .await;
+    proxy.stop().await;
+}
+
+/// A client connection written frame by frame, so that it can send a request's
+/// DATA after the response has ended, which h2's client does not allow.
+struct RawConnection {
+    tcp: TcpStream,
+    /// Streams that received END_STREAM, RST_STREAM frames received.
+    ended: HashSet<u32>,
+    resets: usize,
+}
+
+impl RawConnection {
+    async fn open(addr: SocketAddr) -> Self {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut conn = RawConnection {
+            tcp,
+            ended: HashSet::new(),
+            resets: 0,
+        };
+        conn.send(4, 0, 0, &[]).await; // SETTINGS, defaults
+        conn
+    }
+
+    async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let len = payload.len() as u32;
+        let mut frame = Vec::with_capacity(9 + payload.len());
+        frame.extend_from_slice(&len.to_be_bytes()[1..]);
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        if let Err(e) = self.tcp.write_all(&frame).await {
+            panic!(
+                "the proxy closed the connection after {} resets: {e}",
+                self.resets
+            );
+        }
+    }
+
+    /// HEADERS of a gRPC call to `path`, END_HEADERS, not END_STREAM. HPACK
+    /// with static-table names and literal values, never indexed.
+    async fn request_headers(&mut self, stream: u32, path: &str) {
+        let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+        for (name_index, value) in [(4u8, path), (1, "localhost")] {
+            block.push(name_index); // literal without indexing, indexed name
+            block.push(value.len() as u8);
+            block.extend_from_slice(value.as_bytes());
+        }
+        block.extend_from_slice(&[0x0f, 0x10, 16]); // content-type (index 31)
+        block.extend_from_slice(b"application/grpc");
+        block.extend_from_slice(&[0x00, 2]);
+        block.extend_from_slice(b"te");
+        block.push(8);
+        block.extend_from_slice(b"trailers");
+        self.send(1, 0x4, stream, &block).await;
+    }
+
+    /// Reads frames until `stream` has ended, answering SETTINGS and PING;
+    /// panics on GOAWAY.
+    async fn until_ended(&mut self, stream: u32) {
+        while !self.ended.contains(&stream) {
+            let mut head = [0u8; 9];
+            if let Err(e) = self.tcp.read_exact(&mut head).await {
+                panic!(
+                    "the proxy closed the connection after {} resets: {e}",
+                    self.resets
+                );
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            self.tcp.read_exact(&mut payload).await.unwrap();
+            match kind {
+                0 | 1 if flags & 0x1 != 0 => {
+                    self.ended.insert(id);
+                }
+                3 => self.resets += 1,
+                4 if flags & 0x1 == 0 => self.send(4, 0x1, 0, &[]).await,
+                6 if flags & 0x1 == 0 => self.send(6, 0x1, 0, &payload).await,
+                7 => panic!(
+                    "GOAWAY from the proxy after {} resets: {:?}",
+                    self.resets,
+                    String::from_utf8_lossy(&payload[8..])
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_answered_before_they_end_do_not_cost_the_client_its_connection() {
+    // A host that answers before reading the request, as an overloaded proxy
+    // does with a local UNAVAILABLE. The client's DATA then arrives after the
+    // response. Round after round of 200 such calls on one connection: h2
+    // remembers 50 reset streams, so if the proxy reset each stream, it would
+    // answer 150 late DATA frames per round with resets of its own and close
+    // the connection (GOAWAY, ENHANCE_YOUR_CALM) after 1024 of those.
+    let (host, _resets) = raw_host().await;
+    let proxy = TestProxy::start(config(&[host.to_string()], Mode::L7)).await;
+    let mut conn = RawConnection::open(proxy.addr).await;
+    let mut next = 1u32;
+    for _round in 0..10 {
+        let streams: Vec<u32> = (0..200).map(|i| next + 2 * i).collect();
+        next += 400;
+        for &id in &streams {
+            conn.request_headers(id, "/answer-early").await;
+        }
+        for &id in &streams {
+            conn.until_ended(id).await;
+        }
+        for &id in &streams {
+            conn.send(0, 0x1, id, b"\0\0\0\0\0").await; // DATA, END_STREAM
+        }
+    }
+    // The connection still carries calls.
+    conn.request_headers(next, "/answer-early").await;
+    conn.send(0, 0x1, next, b"\0\0\0\0\0").await;
+    tokio::time::timeout(Duration::from_secs(10), conn.until_ended(next))
+        .await
+        .expect("the last call was answered");
+    drop(conn);
     proxy.stop().await;
 }
