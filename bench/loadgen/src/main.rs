@@ -204,8 +204,8 @@ enum Outcome {
     },
     /// HTTP status other than 200.
     Http(u16),
-    /// Reset, GOAWAY, broken connection.
-    Transport,
+    /// Reset, GOAWAY, broken connection: h2's description of it.
+    Transport(String),
 }
 
 async fn call(mut send: SendRequest<Bytes>, uri: Uri, body: Bytes) -> Outcome {
@@ -247,7 +247,9 @@ async fn call(mut send: SendRequest<Bytes>, uri: Uri, body: Bytes) -> Outcome {
             message: message.filter(|_| grpc_status != 0),
         })
     };
-    attempt.await.unwrap_or(Outcome::Transport)
+    attempt
+        .await
+        .unwrap_or_else(|e| Outcome::Transport(e.to_string()))
 }
 
 fn grpc_message(headers: &HeaderMap) -> Option<String> {
@@ -286,10 +288,7 @@ impl Stats {
                 message,
             } => {
                 if grpc_status != 0 {
-                    let key = format!("{grpc_status}: {}", message.unwrap_or_default());
-                    if self.errors.len() < 10 || self.errors.contains_key(&key) {
-                        *self.errors.entry(key).or_default() += 1;
-                    }
+                    self.count_error(format!("{grpc_status}: {}", message.unwrap_or_default()));
                 }
                 *self.grpc_status.entry(grpc_status).or_default() += 1;
                 *self
@@ -302,7 +301,17 @@ impl Stats {
                 }
             }
             Outcome::Http(code) => *self.http_status.entry(code).or_default() += 1,
-            Outcome::Transport => self.transport_errors += 1,
+            Outcome::Transport(error) => {
+                self.transport_errors += 1;
+                self.count_error(format!("transport: {error}"));
+            }
+        }
+    }
+
+    /// Counts an error by its message; at most 10 distinct messages are kept.
+    fn count_error(&mut self, key: String) {
+        if self.errors.len() < 10 || self.errors.contains_key(&key) {
+            *self.errors.entry(key).or_default() += 1;
         }
     }
 
