@@ -8,14 +8,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,h2=warn,tower=warn,hyper=warn");
-    let runtime = match common::runtime(cli.serve.workers) {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("backend: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve(cli))
+    let workers = cli.serve.workers;
+    common::block_on("backend", workers, serve(cli))
 }
 
 async fn serve(cli: Cli) -> ExitCode {

@@ -35,6 +35,23 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
+/// Runs `main` to completion on [`runtime`]`(workers)`: the body of each
+/// binary's `main`. A runtime that cannot start is reported as `binary` and
+/// fails the process.
+pub fn block_on(
+    binary: &str,
+    workers: usize,
+    main: impl std::future::Future<Output = std::process::ExitCode>,
+) -> std::process::ExitCode {
+    match runtime(workers) {
+        Ok(runtime) => runtime.block_on(main),
+        Err(e) => {
+            eprintln!("{binary}: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line; on a usage error prints clap's message and exits
 /// with [`EXIT_CONFIG`] (64) like every other configuration problem. `--help`
 /// and `--version` exit 0 as usual.

@@ -7,14 +7,8 @@ use gateway::config::{Cli, Command, Config};
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,tower_http=info,h2=warn,hyper=warn");
-    let runtime = match common::runtime(cli.workers) {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve(cli))
+    let workers = cli.workers;
+    common::block_on("gateway", workers, serve(cli))
 }
 
 async fn serve(cli: Cli) -> ExitCode {

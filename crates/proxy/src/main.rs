@@ -47,14 +47,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let runtime = match common::runtime(config.workers) {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
+    common::block_on("proxy", config.workers, async {
         let listeners = match proxy::Listeners::bind(&config).await {
             Ok(listeners) => listeners,
             Err(e) => {
