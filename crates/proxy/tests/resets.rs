@@ -145,8 +145,9 @@ async fn a_host_reset_reaches_the_client_with_its_reason() {
 /// DATA after the response has ended, which h2's client does not allow.
 struct RawConnection {
     tcp: TcpStream,
-    /// Streams that received END_STREAM, RST_STREAM frames received.
+    /// Streams that received END_STREAM.
     ended: HashSet<u32>,
+    /// RST_STREAM frames received.
     resets: usize,
 }
 
@@ -173,11 +174,15 @@ impl RawConnection {
         frame.extend_from_slice(&stream.to_be_bytes());
         frame.extend_from_slice(payload);
         if let Err(e) = self.tcp.write_all(&frame).await {
-            panic!(
-                "the proxy closed the connection after {} resets: {e}",
-                self.resets
-            );
+            self.closed(e);
         }
+    }
+
+    fn closed(&self, e: std::io::Error) -> ! {
+        panic!(
+            "the proxy closed the connection after {} resets: {e}",
+            self.resets
+        );
     }
 
     /// HEADERS of a gRPC call to `path`, END_HEADERS, not END_STREAM. HPACK
@@ -204,16 +209,15 @@ impl RawConnection {
         while !self.ended.contains(&stream) {
             let mut head = [0u8; 9];
             if let Err(e) = self.tcp.read_exact(&mut head).await {
-                panic!(
-                    "the proxy closed the connection after {} resets: {e}",
-                    self.resets
-                );
+                self.closed(e);
             }
             let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
             let (kind, flags) = (head[3], head[4]);
             let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
             let mut payload = vec![0u8; len];
-            self.tcp.read_exact(&mut payload).await.unwrap();
+            if let Err(e) = self.tcp.read_exact(&mut payload).await {
+                self.closed(e);
+            }
             match kind {
                 0 | 1 if flags & 0x1 != 0 => {
                     self.ended.insert(id);
