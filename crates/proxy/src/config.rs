@@ -98,6 +98,10 @@ pub struct Cli {
     /// (the same plus the W3C traceparent) [default: envoy].
     #[arg(long, env = "PROXY_ACCESS_LOG_FORMAT")]
     pub access_log_format: Option<AccessLogFormat>,
+    /// Add an `x-request-id` (a UUID v4) to requests that have none, as
+    /// Envoy does: `on` or `off` [default: on]. A client's own id is kept either way.
+    #[arg(long, env = "PROXY_GENERATE_REQUEST_ID")]
+    pub generate_request_id: Option<Switch>,
     /// Worker threads; 0 means one per CPU core [default: 0].
     #[arg(long, env = "PROXY_WORKERS")]
     pub workers: Option<usize>,
@@ -263,6 +267,9 @@ pub struct ListenerConfig {
     /// Terminate TLS (ALPN h2) on this listener; cleartext when absent.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Add an `x-request-id` to requests that have none (L7).
+    #[serde(default = "default_true", deserialize_with = "on_off")]
+    pub generate_request_id: bool,
 }
 
 /// A listener's certificate chain and key, PEM files.
@@ -574,6 +581,7 @@ impl ListenerConfig {
             mode,
             cluster: cluster.into(),
             tls: None,
+            generate_request_id: true,
         }
     }
 }
@@ -680,6 +688,9 @@ impl Config {
                     cert: cert.clone(),
                     key: key.clone(),
                 });
+            }
+            if let Some(switch) = cli.generate_request_id {
+                first.generate_request_id = switch == Switch::On;
             }
         }
         let target = listeners[0].cluster.clone();
@@ -942,15 +953,16 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         for l in &self.listeners {
+            let mut details = l.mode.to_string();
+            if let Some(t) = &l.tls {
+                details.push_str(&format!(", TLS with {}", t.cert.display()));
+            }
+            if l.mode == Mode::L7 && !l.generate_request_id {
+                details.push_str(", no generated x-request-id");
+            }
             out.push_str(&format!(
-                "listener {} on {} ({}{}) -> cluster {}\n",
-                l.name,
-                l.address,
-                l.mode,
-                l.tls
-                    .as_ref()
-                    .map_or_else(String::new, |t| format!(", TLS with {}", t.cert.display())),
-                l.cluster
+                "listener {} on {} ({details}) -> cluster {}\n",
+                l.name, l.address, l.cluster
             ));
         }
         for c in &self.clusters {
@@ -1202,6 +1214,36 @@ clusters:
             .unwrap_err()
             .to_string();
         assert!(err.contains("expected on or off"), "{err}");
+    }
+
+    #[test]
+    fn request_id_generation_is_on_unless_a_listener_or_the_flag_turns_it_off() {
+        let yaml = "listeners:\n  - name: a\n  - name: b\n    address: 0.0.0.0:8001\n    generate_request_id: off\nclusters:\n  - upstreams: [b:1]\n";
+        let config = from_yaml(yaml, &[]).unwrap();
+        let generated: Vec<bool> = config
+            .listeners
+            .iter()
+            .map(|l| l.generate_request_id)
+            .collect();
+        assert_eq!(generated, [true, false]);
+        assert!(
+            !config
+                .summary()
+                .contains("listener a on 0.0.0.0:8000 (l7, no")
+        );
+        assert!(
+            config
+                .summary()
+                .contains("listener b on 0.0.0.0:8001 (l7, no generated x-request-id)"),
+            "{}",
+            config.summary()
+        );
+        let config = from_yaml(yaml, &["--generate-request-id", "off"]).unwrap();
+        assert!(!config.listeners[0].generate_request_id);
+        let config =
+            Config::load(&cli(&["--upstream", "b:1", "--generate-request-id", "off"])).unwrap();
+        assert!(!config.listeners[0].generate_request_id);
+        assert!(Cli::try_parse_from(["proxy", "--generate-request-id", "maybe"]).is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Route {
     pub cut: tokio_util::sync::CancellationToken,
     /// TLS termination, when the listener has a certificate.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Add an `x-request-id` to requests that have none.
+    pub generate_request_id: bool,
 }
 
 /// How one attempt (or the whole call) ended.
@@ -116,7 +118,7 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     stats.downstream_rq_active.inc();
 
     let (mut parts, mut body) = request.into_parts();
-    ensure_request_id(&mut parts.headers);
+    ensure_request_id(&mut parts.headers, route.generate_request_id);
     let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
     let cluster = &route.cluster.config;
@@ -255,13 +257,15 @@ fn record(cluster: &Cluster, host: &Host, outcome: &Outcome) {
     );
 }
 
-/// Keeps the client's `x-request-id` or adds a new one, marked as sent once.
-fn ensure_request_id(headers: &mut HeaderMap) {
+/// Keeps the client's `x-request-id`, or adds a new one when `generate`,
+/// marked as sent once.
+fn ensure_request_id(headers: &mut HeaderMap, generate: bool) {
     match headers.get_mut(grpc::header::X_REQUEST_ID) {
         Some(id) => once_per_call(id),
-        None => {
+        None if generate => {
             headers.insert(grpc::header::X_REQUEST_ID, new_request_id());
         }
+        None => {}
     }
 }
 
@@ -1185,7 +1189,7 @@ mod tests {
     #[test]
     fn request_ids_stay_out_of_the_hpack_dynamic_table() {
         let mut headers = HeaderMap::new();
-        ensure_request_id(&mut headers);
+        ensure_request_id(&mut headers, true);
         let id = headers.get(grpc::header::X_REQUEST_ID).unwrap();
         assert_eq!(id.len(), 36);
         assert!(
@@ -1198,10 +1202,14 @@ mod tests {
             grpc::header::X_REQUEST_ID,
             HeaderValue::from_static("client-id"),
         );
-        ensure_request_id(&mut headers);
+        ensure_request_id(&mut headers, false);
         let id = headers.get(grpc::header::X_REQUEST_ID).unwrap();
         assert_eq!(id, "client-id", "the client's id is kept");
         assert!(id.is_sensitive(), "and sent as a never-indexed literal");
+
+        let mut headers = HeaderMap::new();
+        ensure_request_id(&mut headers, false);
+        assert!(headers.is_empty(), "none is made up when generation is off");
     }
 
     #[test]

@@ -308,6 +308,7 @@ pub async fn run_with_log(
                     access_log: access_log.clone(),
                     stats,
                     cut: cut.clone(),
+                    generate_request_id: l.generate_request_id,
                 });
                 calls.spawn(server::serve(
                     listener,

@@ -250,6 +250,29 @@ async fn x_request_id_is_generated_when_absent_and_kept_when_present() {
 }
 
 #[tokio::test]
+async fn with_request_id_generation_off_only_the_clients_own_id_travels() {
+    let backends = backends(1).await;
+    let mut config = config(&upstreams(&backends), Mode::L7);
+    config.listeners[0].generate_request_id = false;
+    let proxy = TestProxy::start(config).await;
+    let mut client = EchoServiceClient::new(proxy.channel().await);
+
+    let reply = client.echo(req("no id")).await.unwrap();
+    assert_eq!(reply.metadata().get("x-echo-request-id"), None);
+
+    let mut request = tonic::Request::new(req("with id"));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "my-id-43".parse().unwrap());
+    let reply = client.echo(request).await.unwrap();
+    assert_eq!(
+        reply.metadata().get("x-echo-request-id").unwrap(),
+        "my-id-43"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn traceparent_is_propagated_and_logged_in_the_trace_format() {
     let backends = backends(1).await;
     let mut config = config(&upstreams(&backends), Mode::L7);
