@@ -304,12 +304,13 @@ def instructions_table(f):
         "| target | calls | instructions per call | ours L7 / this |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name in ("ours-l7", "haproxy-h2", "nginx"):
+    labels = {**f.label, "ours-l7-ids": "ours L7 generating x-request-id (its default)"}
+    for name in ("ours-l7", "ours-l7-ids", "haproxy-h2", "nginx"):
         c = counts.get(name)
         if not c:
             continue
         lines.append(
-            f"| {f.label[name]} | {c['calls']:,} | {c['per_call']:,.0f} | {fmt_ratio(ratio(ours, c['per_call']))} |"
+            f"| {labels[name]} | {c['calls']:,} | {c['per_call']:,.0f} | {fmt_ratio(ratio(ours, c['per_call']))} |"
         )
     return lines
 

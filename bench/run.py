@@ -47,6 +47,11 @@ BACKENDS = [("b1", 18081), ("b2", 18082), ("b3", 18083)]
 UPSTREAMS = [f"127.0.0.1:{port}" for _, port in BACKENDS]
 # Our proxy's flags for those upstreams, and its settings for every run.
 OURS_ARGS = [a for u in UPSTREAMS for a in ("--upstream", u)] + ["--access-log", "off", "--workers", "1", "--lb", "round_robin"]
+# HAProxy and nginx forward a request's headers as they come, while ours adds
+# an x-request-id by default (as Envoy does). Off for the comparison, so that
+# the three do the same work; the instructions phase also counts ours with it
+# on ("ours-l7-ids"), which is what that default costs.
+OURS_L7_ARGS = [*OURS_ARGS, "--generate-request-id", "off"]
 METHOD = "/gateway.AliveService/GetStatus"
 # gRPC frame of an empty GetStatusRequest: flag 0, length 0.
 BODY = b"\x00\x00\x00\x00\x00"
@@ -422,6 +427,8 @@ class Bench:
         serves the calls (callgrind_control cannot reach a forked worker).
         """
         if name == "ours-l7":
+            return [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *OURS_L7_ARGS]
+        if name == "ours-l7-ids":
             return [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *OURS_ARGS]
         if name == "haproxy-h2":
             return ["haproxy", "-db", "-f", CONFIGS / "haproxy-h2.cfg"]
@@ -706,8 +713,8 @@ class Bench:
         out_dir = self.run_dir / "callgrind"
         out_dir.mkdir(exist_ok=True)
         counts = {}
-        for name in ("ours-l7", "haproxy-h2", "nginx"):
-            port = next(t[2] for t in TARGETS if t[0] == name)
+        for name in ("ours-l7", "ours-l7-ids", "haproxy-h2", "nginx"):
+            port = next(t[2] for t in TARGETS if t[0] == name.removesuffix("-ids"))
             target_dir = out_dir / name
             target_dir.mkdir(exist_ok=True)
             proc_name = f"callgrind-{name}"
