@@ -102,12 +102,28 @@ async fn connection(
     stats.downstream_cx_active.inc();
     let _active = scopeguard(move || stats.downstream_cx_active.dec());
 
-    let Some(tls) = route.tls.clone() else {
-        if let Some(io) = checked(preface(tcp), peer, &route, &shutdown).await {
-            serve_h2(io, peer, route, shutdown).await;
+    match route.tls.clone() {
+        // Boxed: a TLS session's state is several KiB, and inline it would
+        // size the task of every connection for it, cleartext ones too (9.1
+        // against 3.0 KiB per connection).
+        Some(tls) => Box::pin(tls_connection(tcp, peer, route, shutdown, tls)).await,
+        None => {
+            if let Some(io) = checked(preface(tcp), peer, &route, &shutdown).await {
+                serve_h2(io, peer, route, shutdown).await;
+            }
         }
-        return;
-    };
+    }
+}
+
+/// A connection to a TLS listener: the TLS handshake, then HTTP/2 (ALPN h2,
+/// or prior knowledge when the client offered no ALPN).
+async fn tls_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    shutdown: CancellationToken,
+    tls: Arc<crate::tls::ServerTls>,
+) {
     let handshake = async {
         tls.acceptor()
             .accept(tcp)
@@ -170,8 +186,14 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
-    let handshake = builder.handshake::<_, bytes::Bytes>(io);
-    let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    // Boxed, and freed once done: inline, the handshake's state (1.3 KiB)
+    // would stay in the task beside the connection it becomes, for as long
+    // as the client stays connected.
+    let handshake = Box::pin(tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        builder.handshake::<_, bytes::Bytes>(io),
+    ));
+    let mut conn = match handshake.await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             route.stats.downstream_cx_protocol_error.inc();
@@ -370,6 +392,21 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of what an `async fn` returns, without calling it.
+    fn future_size<A, B, C, D, F>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_connection_costs_its_task_little_more_than_its_h2_state() {
+        // The task of every client connection holds this future for as long
+        // as the client stays. A TLS session or the handshake inline made
+        // it 9.1 KiB (25.3 KB of RSS per idle connection, 17.5 once boxed).
+        let h2 = std::mem::size_of::<h2::server::Connection<Rewind<TcpStream>, bytes::Bytes>>();
+        let task = future_size(connection);
+        assert!(task < h2 + 1024, "connection future {task} B, h2 {h2} B");
+    }
 
     #[test]
     fn goaway_is_a_well_formed_frame_pair() {
