@@ -131,16 +131,10 @@ async fn pump(from: &mut ReadHalf<'_>, to: &mut WriteHalf<'_>) -> io::Result<()>
             }
         } else {
             to.writable().await?;
-            match to.try_write(&waiting) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    waiting.drain(..n);
-                    if waiting.is_empty() {
-                        waiting = Vec::new(); // give the memory back while idle
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            let sent = write_now(to, &waiting)?;
+            waiting.drain(..sent);
+            if waiting.is_empty() {
+                waiting = Vec::new(); // give the memory back while idle
             }
         }
     }
@@ -175,16 +169,22 @@ fn poll_move(
         if data.is_empty() {
             return Poll::Ready(Ok(false));
         }
-        let mut sent = 0;
-        while sent < data.len() {
-            match to.try_write(&data[sent..]) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        let sent = write_now(to, data)?;
         waiting.extend_from_slice(&data[sent..]);
         Poll::Ready(Ok(true))
     })
+}
+
+/// Writes as much of `data` as `to` takes without waiting; how much it took.
+fn write_now(to: &WriteHalf<'_>, data: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match to.try_write(&data[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
