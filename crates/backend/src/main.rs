@@ -8,8 +8,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,h2=warn,tower=warn,hyper=warn");
-    let workers = cli.serve.workers;
-    common::block_on("backend", workers, serve(cli))
+    common::block_on("backend", cli.serve.workers, serve(cli))
 }
 
 async fn serve(cli: Cli) -> ExitCode {

@@ -7,8 +7,7 @@ use gateway::config::{Cli, Command, Config};
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
     common::init_tracing("info,tower_http=info,h2=warn,hyper=warn");
-    let workers = cli.workers;
-    common::block_on("gateway", workers, serve(cli))
+    common::block_on("gateway", cli.workers, serve(cli))
 }
 
 async fn serve(cli: Cli) -> ExitCode {
