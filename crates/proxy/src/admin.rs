@@ -336,6 +336,12 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 s.upstream_cx_overflow.get(),
             ),
             (
+                "upstream_cx_keepalive_timeout",
+                true,
+                "Host connections closed because a PING went unanswered",
+                s.upstream_cx_keepalive_timeout.get(),
+            ),
+            (
                 "upstream_rq_pending_active",
                 false,
                 "Calls waiting for a connection or stream",
@@ -513,6 +519,30 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 true,
                 "Client requests that passed their grpc-timeout",
                 s.downstream_rq_timeout.get(),
+            ),
+            (
+                "downstream_rq_stalled",
+                true,
+                "Client requests reset because the client gave no flow-control room for stream_stall_timeout",
+                s.downstream_rq_stalled.get(),
+            ),
+            (
+                "downstream_rq_reset_before_upstream",
+                true,
+                "Client requests reset by the client before any host was asked",
+                s.downstream_rq_reset_before_upstream.get(),
+            ),
+            (
+                "downstream_cx_premature_reset",
+                true,
+                "Client connections closed for resetting most of their streams within 1s (rapid reset)",
+                s.downstream_cx_premature_reset.get(),
+            ),
+            (
+                "downstream_cx_keepalive_timeout",
+                true,
+                "Client connections closed because a PING went unanswered",
+                s.downstream_cx_keepalive_timeout.get(),
             ),
             (
                 "downstream_rq_total",

@@ -4,10 +4,14 @@
 //! - `round_robin`: a shared counter walks the hosts in address order, so one
 //!   client's consecutive calls land on consecutive hosts. With N hosts each
 //!   gets exactly 1/N of the calls when all are available.
-//! - `least_request`: the power of two choices. Two distinct hosts are drawn at
-//!   random and the one with fewer calls in flight wins. This avoids a slow host
-//!   (its calls pile up) without the herd behaviour of always taking the
-//!   global minimum, and costs O(1) per pick.
+//! - `least_request` (the default): the host with the fewest calls in flight,
+//!   ties broken in round-robin order. At light load every host has as many
+//!   calls in flight (none), so it spreads exactly like round robin (1000
+//!   sequential calls over 3 hosts: 334/333/333); a slow or frozen host, whose
+//!   calls pile up, stops getting calls as soon as it has more in flight than
+//!   another. O(hosts) per pick up to 64 hosts; past that the power of two
+//!   choices (two distinct hosts at random, the one with fewer in flight wins,
+//!   O(1)), as Envoy does.
 //! - `random`: uniform.
 //!
 //! Only available hosts are picked (healthy, not ejected, not draining). When
@@ -76,6 +80,9 @@ fn pick_where(
     let chosen = match policy {
         LbPolicy::RoundRobin => nth(rr.fetch_add(1, Relaxed) % count),
         LbPolicy::Random => nth(rand::rng().random_range(0..count)),
+        LbPolicy::LeastRequest if n <= FULL_SCAN_HOSTS => {
+            return least_request(hosts, rr, ok);
+        }
         LbPolicy::LeastRequest => {
             if count == 1 {
                 nth(0)
@@ -94,6 +101,42 @@ fn pick_where(
         }
     };
     Some(Arc::clone(chosen))
+}
+
+/// Up to this many hosts, `least_request` looks at every host; beyond, it
+/// draws two (P2C), as Envoy does for all sizes.
+const FULL_SCAN_HOSTS: usize = 64;
+
+/// The host with the fewest calls in flight; ties go to the first in
+/// round-robin order, and the rotation continues after the chosen host. When
+/// every host has as many calls in flight (light load: none), this is exactly
+/// round robin; a host whose calls pile up (frozen, slow) stops getting new
+/// ones as soon as it has more in flight than any other.
+fn least_request(
+    hosts: &[Arc<Host>],
+    rr: &AtomicUsize,
+    ok: &dyn Fn(&Host) -> bool,
+) -> Option<Arc<Host>> {
+    let n = hosts.len();
+    let start = rr.load(Relaxed) % n;
+    let mut best: Option<(usize, u64)> = None;
+    for j in 0..n {
+        let i = (start + j) % n;
+        let h = &hosts[i];
+        if !ok(h) {
+            continue;
+        }
+        let active = h.stats.rq_active.get();
+        if best.is_none_or(|(_, b)| active < b) {
+            best = Some((i, active));
+            if active == 0 {
+                break; // nothing beats an idle host
+            }
+        }
+    }
+    let (i, _) = best?;
+    rr.store(i + 1, Relaxed);
+    Some(Arc::clone(&hosts[i]))
 }
 
 #[cfg(test)]
@@ -174,8 +217,23 @@ mod tests {
         let hosts = vec![host(1), host(2), host(3)];
         let _busy: Vec<_> = (0..10).map(|_| hosts[0].start_request()).collect();
         let c = counts(LbPolicy::LeastRequest, &hosts, 3000);
-        // Host 0 can only win a draw against itself, which P2C never makes.
         assert_eq!(c[0], 0, "{c:?}");
+        assert_eq!(c[1] + c[2], 3000);
+        assert!(c[1].abs_diff(c[2]) <= 1, "ties alternate: {c:?}");
+    }
+
+    #[test]
+    fn least_request_with_nothing_in_flight_is_exact_round_robin() {
+        let hosts = vec![host(1), host(2), host(3)];
+        assert_eq!(counts(LbPolicy::LeastRequest, &hosts, 999), [333, 333, 333]);
+    }
+
+    #[test]
+    fn least_request_past_the_full_scan_still_avoids_the_busy_host() {
+        let hosts: Vec<_> = (1..=70).map(host).collect();
+        let _busy: Vec<_> = (0..10).map(|_| hosts[0].start_request()).collect();
+        let c = counts(LbPolicy::LeastRequest, &hosts, 7000);
+        assert_eq!(c[0], 0, "P2C never prefers the busy host");
     }
 
     #[test]

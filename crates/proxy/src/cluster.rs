@@ -202,6 +202,7 @@ pub struct ClusterStats {
     pub upstream_cx_connect_fail: Stat,
     pub upstream_cx_none_healthy: Stat,
     pub upstream_cx_overflow: Stat,
+    pub upstream_cx_keepalive_timeout: Stat,
     pub upstream_rq_pending_active: Stat,
     /// Calls admitted by the `max_requests` circuit breaker and not yet done.
     pub calls_admitted: Stat,

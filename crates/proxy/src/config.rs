@@ -47,7 +47,7 @@ pub struct Cli {
     /// Name of the cluster, as shown in /clusters and stats [default: backend].
     #[arg(long, env = "PROXY_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
-    /// How a host is picked for each call [default: round_robin].
+    /// How a host is picked for each call [default: least_request].
     #[arg(long, env = "PROXY_LB")]
     pub lb: Option<LbPolicy>,
     /// How often host names are resolved again [default: 5s].
@@ -139,8 +139,8 @@ pub enum Mode {
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum LbPolicy {
-    #[default]
     RoundRobin,
+    #[default]
     LeastRequest,
     Random,
 }
@@ -270,6 +270,33 @@ pub struct ListenerConfig {
     /// Add an `x-request-id` to requests that have none (L7).
     #[serde(default = "default_true", deserialize_with = "on_off")]
     pub generate_request_id: bool,
+    /// Streams one client connection may have open at once (L7): the most
+    /// of a cluster's `max_requests` one connection can hold.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Bytes of answers one client connection may have waiting for it
+    /// (read from hosts, not yet taken by the client), as Envoy's key.
+    #[serde(default = "default_connection_buffer")]
+    pub per_connection_buffer_limit_bytes: usize,
+    /// A call whose client gives no flow-control room for this long while
+    /// an answer waits for it is reset; `off`: never.
+    #[serde(
+        default = "default_stream_stall_timeout",
+        deserialize_with = "opt_duration"
+    )]
+    pub stream_stall_timeout: Option<Duration>,
+    /// PING each client connection this often; `off`: never.
+    #[serde(
+        default = "default_downstream_keepalive",
+        deserialize_with = "opt_duration"
+    )]
+    pub keepalive_interval: Option<Duration>,
+    /// A client connection that does not answer a PING in this long is closed.
+    #[serde(
+        default = "default_downstream_keepalive_timeout",
+        deserialize_with = "duration"
+    )]
+    pub keepalive_timeout: Duration,
 }
 
 /// A listener's certificate chain and key, PEM files.
@@ -327,6 +354,20 @@ pub struct ClusterConfig {
     /// TLS to the hosts; cleartext HTTP/2 when absent.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// PING every host connection this often (Envoy's `connection_keepalive`);
+    /// `off`: never. A new connection takes calls only once it answered one.
+    #[serde(
+        default = "default_upstream_keepalive",
+        deserialize_with = "opt_duration"
+    )]
+    pub keepalive_interval: Option<Duration>,
+    /// A host connection that does not answer a PING in this long is closed
+    /// and its host leaves the rotation until a new connection answers.
+    #[serde(
+        default = "default_upstream_keepalive_timeout",
+        deserialize_with = "duration"
+    )]
+    pub keepalive_timeout: Duration,
 }
 
 /// Active health checking with `grpc.health.v1.Health/Check` (L7), or a TCP
@@ -522,6 +563,28 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     }
 }
 
+fn default_max_concurrent_streams() -> u32 {
+    100
+}
+fn default_connection_buffer() -> usize {
+    1 << 20
+}
+fn default_stream_stall_timeout() -> Option<Duration> {
+    Some(Duration::from_secs(30))
+}
+fn default_downstream_keepalive() -> Option<Duration> {
+    Some(Duration::from_secs(60))
+}
+fn default_downstream_keepalive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_upstream_keepalive() -> Option<Duration> {
+    Some(Duration::from_millis(500))
+}
+fn default_upstream_keepalive_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
 fn default_listener_name() -> String {
     "ingress".into()
 }
@@ -568,6 +631,8 @@ impl ClusterConfig {
             request_timeout: None,
             idle_timeout: None,
             tls: None,
+            keepalive_interval: default_upstream_keepalive(),
+            keepalive_timeout: default_upstream_keepalive_timeout(),
         }
     }
 }
@@ -582,6 +647,11 @@ impl ListenerConfig {
             cluster: cluster.into(),
             tls: None,
             generate_request_id: true,
+            max_concurrent_streams: default_max_concurrent_streams(),
+            per_connection_buffer_limit_bytes: default_connection_buffer(),
+            stream_stall_timeout: default_stream_stall_timeout(),
+            keepalive_interval: default_downstream_keepalive(),
+            keepalive_timeout: default_downstream_keepalive_timeout(),
         }
     }
 }
@@ -896,6 +966,12 @@ impl Config {
                     ));
                 }
             }
+            if c.keepalive_timeout.is_zero() {
+                problems.push(format!(
+                    "cluster {:?}: keepalive_timeout must be more than zero",
+                    c.name
+                ));
+            }
             let cb = &c.circuit_breakers;
             if cb.max_connections == 0 || cb.max_pending_requests == 0 || cb.max_requests == 0 {
                 problems.push(format!(
@@ -922,6 +998,24 @@ impl Config {
                 } else if let Err(e) = crate::tls::server_config(&tls.cert, &tls.key) {
                     problems.push(format!("listener {:?}: {e}", l.name));
                 }
+            }
+            if l.max_concurrent_streams == 0 {
+                problems.push(format!(
+                    "listener {:?}: max_concurrent_streams must be at least 1",
+                    l.name
+                ));
+            }
+            if l.per_connection_buffer_limit_bytes < 16 << 10 {
+                problems.push(format!(
+                    "listener {:?}: per_connection_buffer_limit_bytes must be at least 16384",
+                    l.name
+                ));
+            }
+            if l.keepalive_timeout.is_zero() {
+                problems.push(format!(
+                    "listener {:?}: keepalive_timeout must be more than zero",
+                    l.name
+                ));
             }
             if !names.contains(l.cluster.as_str()) {
                 problems.push(format!(

@@ -32,12 +32,13 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::request::Parts;
@@ -66,6 +67,64 @@ pub struct ListenerStats {
     pub downstream_rq_5xx: Stat,
     pub downstream_rq_timeout: Stat,
     pub downstream_rq_rx_reset: Stat,
+    /// Calls reset because the client kept its window shut while the proxy
+    /// had bytes for it, for longer than `stream_stall_timeout`.
+    pub downstream_rq_stalled: Stat,
+    /// Requests the client reset before a host was asked: never sent upstream.
+    pub downstream_rq_reset_before_upstream: Stat,
+    /// Client connections closed for resetting most of their streams early
+    /// (HTTP/2 rapid reset, CVE-2023-44487).
+    pub downstream_cx_premature_reset: Stat,
+    /// Client connections closed because they did not answer a PING.
+    pub downstream_cx_keepalive_timeout: Stat,
+}
+
+/// A stream reset by its client within this long of its start is premature
+/// (Envoy's `premature_reset_min_stream_lifetime_seconds`).
+pub const PREMATURE_RESET_LIFETIME: Duration = Duration::from_secs(1);
+/// The connection-level rapid-reset check starts once a client opened this
+/// many streams (Envoy's `premature_reset_total_stream_count` is 500; lower
+/// here, so that fewer of an attacker's resets reach the hosts).
+pub const PREMATURE_RESET_MIN_STREAMS: u32 = 100;
+/// How far a call reads a host's answer ahead of what its client has taken.
+/// With the client's window shut this is what the call still holds once the
+/// host has finished (the host's stream and the cluster's slot are free).
+const STREAM_READ_AHEAD: usize = 64 * 1024;
+
+/// What the calls of one client connection share, and what they are charged.
+#[derive(Debug)]
+pub struct ConnState {
+    /// Bytes read from hosts and not yet taken by this client (all its calls).
+    buffered: AtomicUsize,
+    /// `per_connection_buffer_limit_bytes`.
+    buffer_limit: usize,
+    /// Streams this client opened, and how many it reset prematurely.
+    streams: AtomicU32,
+    premature_resets: AtomicU32,
+}
+
+impl ConnState {
+    pub fn new(buffer_limit: usize) -> Self {
+        ConnState {
+            buffered: AtomicUsize::new(0),
+            buffer_limit,
+            streams: AtomicU32::new(0),
+            premature_resets: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the client resets most of its streams prematurely: the
+    /// connection is then closed (Envoy's premature-reset rule).
+    pub fn is_rapid_reset(&self) -> Option<(u32, u32)> {
+        let streams = self.streams.load(Relaxed);
+        let resets = self.premature_resets.load(Relaxed);
+        (streams >= PREMATURE_RESET_MIN_STREAMS && resets * 2 >= streams)
+            .then_some((resets, streams))
+    }
+
+    fn has_room(&self) -> bool {
+        self.buffered.load(Relaxed) < self.buffer_limit
+    }
 }
 
 /// What a listener's calls need.
@@ -82,6 +141,50 @@ pub struct Route {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Add an `x-request-id` to requests that have none.
     pub generate_request_id: bool,
+    /// Reset a call whose client keeps its window shut for this long while
+    /// the proxy has bytes for it; `None`: never.
+    pub stream_stall_timeout: Option<Duration>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS towards clients.
+    pub max_concurrent_streams: u32,
+    /// `per_connection_buffer_limit_bytes`.
+    pub per_connection_buffer_limit: usize,
+    /// PING client connections: interval and timeout.
+    pub keepalive: Option<(Duration, Duration)>,
+    /// Lines about protocol abuse (rapid reset, unanswered PINGs), at most
+    /// one per interval for the whole listener.
+    pub abuse_log: LogLimiter,
+}
+
+/// Lets a kind of log line through at most once per interval, counting what
+/// it held back, so that an attack (thousands of connections a second) costs
+/// one line every few seconds, not one per connection.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    held_back: AtomicU64,
+}
+
+impl LogLimiter {
+    pub fn new(interval: Duration) -> Self {
+        LogLimiter {
+            interval,
+            last: Mutex::new(None),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may go out now.
+    pub fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            self.held_back.fetch_add(1, Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.held_back.swap(0, Relaxed))
+    }
 }
 
 /// How one attempt (or the whole call) ended.
@@ -97,6 +200,8 @@ struct Outcome {
     timed_out: bool,
     /// The client went away or cancelled.
     client_gone: bool,
+    /// The client kept its window shut past `stream_stall_timeout`.
+    stalled: bool,
 }
 
 impl Outcome {
@@ -110,8 +215,14 @@ impl Outcome {
 }
 
 /// Handles one client stream to the end.
-pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: SendResponse<Bytes>) {
+pub async fn handle(
+    route: Arc<Route>,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    conn: &ConnState,
+) {
     let started = Instant::now();
+    conn.streams.fetch_add(1, Relaxed);
     let start_time = SystemTime::now();
     let stats = Arc::clone(&route.stats);
     stats.downstream_rq_total.inc();
@@ -142,6 +253,8 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
         started,
         respond,
         record: &mut record,
+        conn,
+        stall_timeout: route.stream_stall_timeout,
     };
     // Boxed: the call's state machine is large, and the connection's set of
     // calls holding it inline would copy it in and out.
@@ -158,6 +271,15 @@ pub async fn handle(route: Arc<Route>, request: Request<RecvStream>, respond: Se
     }
     if outcome.client_gone {
         stats.downstream_rq_rx_reset.inc();
+        if record.upstream.is_none() {
+            stats.downstream_rq_reset_before_upstream.inc();
+        }
+        if started.elapsed() < PREMATURE_RESET_LIFETIME {
+            conn.premature_resets.fetch_add(1, Relaxed);
+        }
+    }
+    if outcome.stalled {
+        stats.downstream_rq_stalled.inc();
     }
     stats.downstream_rq_active.dec();
     if route.access_log.is_on() {
@@ -244,8 +366,12 @@ fn record(cluster: &Cluster, host: &Host, outcome: &Outcome) {
         host.stats.rq_success.inc();
         cs.upstream_rq_success.inc();
     }
-    // Only what says the host itself is in trouble counts against it.
-    let host_trouble = outcome.upstream_failed || outcome.grpc_status == Some(code::UNAVAILABLE);
+    // Only what says the host itself is in trouble counts against it: a lost
+    // stream or connection, UNAVAILABLE, or a deadline that passed while the
+    // host had the call (a frozen host answers nothing at all).
+    let host_trouble = outcome.upstream_failed
+        || outcome.timed_out
+        || outcome.grpc_status == Some(code::UNAVAILABLE);
     outlier::record(
         cluster,
         host,
@@ -467,6 +593,47 @@ enum Attempt {
 /// Decrements a gauge when dropped, however the call ends.
 struct GaugeSlot<'a>(&'a Stat);
 
+/// What a call holds of its cluster and its current host: the
+/// `max_requests` slot and the attempt's place on the host. Given back as
+/// soon as the host has sent its whole answer, even while the client has not
+/// yet read it, so that a client that stops reading holds only its own
+/// buffered bytes (and its own stream), never the cluster's capacity.
+struct Held<'a> {
+    cluster: &'a Cluster,
+    slots: Mutex<(Option<GaugeSlot<'a>>, Option<RequestGuard>)>,
+}
+
+impl<'a> Held<'a> {
+    fn new(cluster: &'a Cluster, admitted: GaugeSlot<'a>) -> Self {
+        Held {
+            cluster,
+            slots: Mutex::new((Some(admitted), None)),
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, (Option<GaugeSlot<'a>>, Option<RequestGuard>)> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn start_attempt(&self, guard: RequestGuard) {
+        self.slots().1 = Some(guard);
+    }
+
+    /// Counts the current attempt for its host (once) and lets go of the host.
+    fn finish_attempt(&self, outcome: &Outcome) {
+        let guard = self.slots().1.take();
+        if let Some(guard) = guard {
+            record(self.cluster, &guard.host, outcome);
+        }
+    }
+
+    /// The host has answered in full: count it and free the cluster's slot.
+    fn upstream_done(&self, outcome: &Outcome) {
+        self.finish_attempt(outcome);
+        self.slots().0 = None;
+    }
+}
+
 impl Drop for GaugeSlot<'_> {
     fn drop(&mut self) {
         self.0.dec();
@@ -482,13 +649,28 @@ struct Call<'a> {
     started: Instant,
     respond: SendResponse<Bytes>,
     record: &'a mut Record,
+    conn: &'a ConnState,
+    stall_timeout: Option<Duration>,
 }
 
 impl Call<'_> {
+    /// Whether the client has already reset this stream (HEADERS and
+    /// RST_STREAM read together, as a rapid-reset client sends them).
+    fn client_reset(&mut self) -> bool {
+        let respond = &mut self.respond;
+        poll_fn(|cx| Poll::Ready(respond.poll_reset(cx).is_ready()))
+            .now_or_never()
+            .unwrap_or(false)
+    }
+
     async fn run(&mut self, parts: &Parts, body: &mut RecvStream) -> Outcome {
         let cluster = Arc::clone(self.cluster);
         let stats = &cluster.stats;
         let limits = cluster.config.circuit_breakers;
+        if self.client_reset() {
+            // Never opened upstream: the reset stays with the client.
+            return Outcome::client_gone();
+        }
         // Reserve the slot atomically: a burst must not slip past the limit.
         if !stats.calls_admitted.inc_below(limits.max_requests) {
             stats.upstream_rq_pending_overflow.inc();
@@ -499,7 +681,7 @@ impl Call<'_> {
             );
             return self.reply(code::UNAVAILABLE, &message, "UO", false);
         }
-        let _admitted = GaugeSlot(&stats.calls_admitted);
+        let held = Held::new(&cluster, GaugeSlot(&stats.calls_admitted));
 
         let replay = Mutex::new(Replay::new(
             cluster.config.retry.buffer_limit,
@@ -550,6 +732,7 @@ impl Call<'_> {
                 }
             };
             let host = Arc::clone(&guard.host);
+            held.start_attempt(guard);
             self.record.upstream = Some(host.addr);
             stats.upstream_rq_total.inc();
             stats.upstream_rq_active.inc();
@@ -568,20 +751,18 @@ impl Call<'_> {
                 retries,
             };
             let attempt = self
-                .exchange(body, send, response, &replay, &gate, &activity)
+                .exchange(body, send, response, &replay, &gate, &activity, &held)
                 .await;
             match attempt {
                 Attempt::Done(outcome) => {
-                    record(&cluster, &host, &outcome);
+                    held.finish_attempt(&outcome);
                     if retry_slot.is_some() && !outcome.upstream_failed && !outcome.client_gone {
                         stats.upstream_rq_retry_success.inc();
                     }
-                    drop(guard);
                     return outcome;
                 }
                 Attempt::Retry(why, outcome) => {
-                    record(&cluster, &host, &outcome);
-                    drop(guard);
+                    held.finish_attempt(&outcome);
                     if why != Retry::Refused {
                         retries += 1;
                     }
@@ -699,6 +880,7 @@ impl Call<'_> {
         replay: &Mutex<Replay>,
         gate: &RetryGate<'_>,
         activity: &Activity,
+        held: &Held<'_>,
     ) -> Attempt {
         let client_done = replay.lock().unwrap_or_else(PoisonError::into_inner).ended;
         let timers = Timers {
@@ -719,6 +901,11 @@ impl Call<'_> {
                 gate,
                 replay,
                 &mut *self.record,
+                Downstream {
+                    held,
+                    conn: self.conn,
+                    stall_timeout: self.stall_timeout,
+                },
             ));
             loop {
                 tokio::select! {
@@ -731,6 +918,8 @@ impl Call<'_> {
                             Err(PipeError::Dst(reason)) => {
                                 tracing::trace!(?reason, "host stopped reading the request");
                             }
+                            // Only the response pipe stalls.
+                            Err(PipeError::Stalled(_)) => {}
                             // The client reset or vanished; the host's stream was reset too.
                             Err(PipeError::Src(_)) => break Attempt::Done(Outcome::client_gone()),
                         }
@@ -830,6 +1019,7 @@ async fn respond(
     gate: &RetryGate<'_>,
     replay: &Mutex<Replay>,
     record: &mut Record,
+    downstream: Downstream<'_, '_>,
 ) -> Attempt {
     let sent_at = Instant::now();
     // Wait for the head, watching for the client giving up meanwhile.
@@ -888,7 +1078,7 @@ async fn respond(
     record.upstream_service_time_ms = Some(sent_at.elapsed().as_millis() as u64);
     timers.activity.mark();
 
-    let (head, mut body) = upstream.into_parts();
+    let (head, body) = upstream.into_parts();
     let response_code = head.status.as_u16();
     let header_status = grpc::status(&head.headers);
     let end_of_stream = body.is_end_stream();
@@ -921,7 +1111,7 @@ async fn respond(
         return Attempt::Done(outcome);
     }
     let piped = tokio::select! {
-        piped = pipe(&mut body, &mut down, None, timers.activity, false) => piped,
+        piped = pipe_response(body, &mut down, timers.activity, &downstream, (response_code, header_status)) => piped,
         expired = timers.expired() => {
             // Headers are out: end with trailers, and cancel the host's stream
             // (dropping `body` does that).
@@ -976,6 +1166,17 @@ async fn respond(
             outcome.client_gone = true;
             outcome.flags = "DC";
         }
+        Err(PipeError::Stalled(waited)) => {
+            // Envoy's flag: its stream idle timeout also counts a stream
+            // blocked on flow control as idle.
+            outcome.stalled = true;
+            outcome.flags = "SI";
+            down.send_reset(Reason::CANCEL);
+            tracing::debug!(
+                stalled = %common::format_duration(waited),
+                "client kept its window shut with an answer waiting; stream reset"
+            );
+        }
     }
     Attempt::Done(outcome)
 }
@@ -1026,6 +1227,8 @@ enum PipeError {
     Src(h2::Error),
     /// Writing failed: the receiver reset the stream or went away.
     Dst(Option<Reason>),
+    /// The client gave no room for this long while bytes waited for it.
+    Stalled(Duration),
 }
 
 /// How a pipe ended normally.
@@ -1167,6 +1370,212 @@ async fn pipe(
                 return Err(PipeError::Src(e));
             }
             Step::DstGone(reason) => return Err(PipeError::Dst(reason)),
+        }
+    }
+}
+
+/// What the response side needs of the call beyond its streams.
+struct Downstream<'h, 'c> {
+    held: &'h Held<'c>,
+    conn: &'h ConnState,
+    stall_timeout: Option<Duration>,
+}
+
+/// Bytes of an answer read from the host and queued for the client,
+/// charged to the client's connection until they leave (or the call ends).
+struct Charge<'a> {
+    conn: &'a ConnState,
+    bytes: usize,
+}
+
+impl Charge<'_> {
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        self.conn.buffered.fetch_add(n, Relaxed);
+    }
+    fn sub(&mut self, n: usize) {
+        self.bytes -= n;
+        self.conn.buffered.fetch_sub(n, Relaxed);
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.conn.buffered.fetch_sub(self.bytes, Relaxed);
+        }
+    }
+}
+
+/// What the response pipe waits for.
+enum Wake {
+    Room,
+    Data(Bytes),
+    Trailers(Option<HeaderMap>),
+    SrcError(h2::Error),
+    DstGone(Option<Reason>),
+    Stalled,
+}
+
+/// Moves the host's answer (DATA, then trailers) to the client.
+///
+/// Unlike [`pipe`], it reads the host ahead of the client: up to
+/// [`STREAM_READ_AHEAD`] per call while the client connection's buffered
+/// total is under its `per_connection_buffer_limit_bytes`. So a host that has
+/// answered in full is done with at once: `held` is given back (the cluster's
+/// slot, the host's stream) and only the bytes queued here, charged to the
+/// client's connection, wait for the client. A chunk goes to h2 only once the
+/// client's window has room for at least one byte of it, so h2 itself holds at
+/// most one chunk per stream beyond the window. When bytes wait and the client
+/// gives no room for `stall_timeout`, the pipe ends with
+/// [`PipeError::Stalled`]: stalled, not idle. A stream with nothing to send is
+/// never cut by this.
+async fn pipe_response(
+    mut src: RecvStream,
+    dst: &mut SendStream<Bytes>,
+    activity: &Activity,
+    downstream: &Downstream<'_, '_>,
+    (response_code, header_status): (u16, Option<u16>),
+) -> Result<PipeEnd, PipeError> {
+    let mut bytes = 0u64;
+    let mut queue: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    let mut charge = Charge {
+        conn: downstream.conn,
+        bytes: 0,
+    };
+    // Some once the host finished: the trailers (None: it ended with DATA).
+    let mut ended: Option<Option<HeaderMap>> = None;
+    let mut data_done = false;
+    let mut stall: Option<(Instant, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
+    let upstream_done = |status: Option<u16>| {
+        downstream.held.upstream_done(&Outcome {
+            response_code,
+            grpc_status: status.or(header_status),
+            ..Outcome::default()
+        });
+    };
+    loop {
+        // Hand over what the client has room for.
+        while let Some(front) = queue.front() {
+            if dst.capacity() == 0 {
+                dst.reserve_capacity(front.len());
+                if dst.capacity() == 0 {
+                    break;
+                }
+            }
+            let chunk = queue.pop_front().unwrap_or_default();
+            charge.sub(chunk.len());
+            stall = None;
+            let end = queue.is_empty() && matches!(ended, Some(None));
+            dst.send_data(chunk, end)
+                .map_err(|e| PipeError::Dst(e.reason()))?;
+            if end {
+                return Ok(PipeEnd {
+                    bytes,
+                    status: None,
+                });
+            }
+        }
+        if queue.is_empty()
+            && let Some(trailers) = ended.take()
+        {
+            let status = trailers.as_ref().and_then(grpc::status);
+            match trailers {
+                Some(trailers) => dst.send_trailers(trailers),
+                None => dst.send_data(Bytes::new(), true),
+            }
+            .map_err(|e| PipeError::Dst(e.reason()))?;
+            return Ok(PipeEnd { bytes, status });
+        }
+        let waiting = !queue.is_empty();
+        if waiting && stall.is_none() {
+            if let Some(limit) = downstream.stall_timeout {
+                stall = Some((Instant::now(), Box::pin(tokio::time::sleep(limit))));
+            }
+        }
+        let read = ended.is_none()
+            && (!waiting || (charge.bytes < STREAM_READ_AHEAD && downstream.conn.has_room()));
+        let wake = poll_fn(|cx| {
+            if waiting {
+                match dst.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => return Poll::Ready(Wake::Room),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Wake::DstGone(e.reason())),
+                    Poll::Ready(None) => return Poll::Ready(Wake::DstGone(None)),
+                    Poll::Pending => {}
+                }
+                if let Some((_, sleep)) = stall.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Wake::Stalled);
+                }
+            }
+            if read {
+                if !data_done {
+                    match src.poll_data(cx) {
+                        Poll::Ready(Some(Ok(data))) => return Poll::Ready(Wake::Data(data)),
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Wake::SrcError(e)),
+                        Poll::Ready(None) => data_done = true,
+                        Poll::Pending => {}
+                    }
+                }
+                if data_done {
+                    match src.poll_trailers(cx) {
+                        Poll::Ready(Ok(t)) => return Poll::Ready(Wake::Trailers(t)),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::SrcError(e)),
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            match dst.poll_reset(cx) {
+                Poll::Ready(Ok(reason)) => Poll::Ready(Wake::DstGone(Some(reason))),
+                Poll::Ready(Err(e)) => Poll::Ready(Wake::DstGone(e.reason())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match wake {
+            Wake::Room => {}
+            Wake::Data(data) => {
+                activity.mark();
+                let n = data.len();
+                let _ = src.flow_control().release_capacity(n);
+                bytes += n as u64;
+                if src.is_end_stream() {
+                    ended = Some(None);
+                    upstream_done(None);
+                }
+                if queue.is_empty() {
+                    dst.reserve_capacity(n);
+                    if dst.capacity() > 0 {
+                        let end = ended.is_some();
+                        if end {
+                            ended = None;
+                        }
+                        dst.send_data(data, end)
+                            .map_err(|e| PipeError::Dst(e.reason()))?;
+                        if end {
+                            return Ok(PipeEnd {
+                                bytes,
+                                status: None,
+                            });
+                        }
+                        continue;
+                    }
+                }
+                charge.add(n);
+                queue.push_back(data);
+            }
+            Wake::Trailers(trailers) => {
+                activity.mark();
+                upstream_done(trailers.as_ref().and_then(grpc::status));
+                ended = Some(trailers);
+            }
+            Wake::SrcError(e) => return Err(PipeError::Src(e)),
+            Wake::DstGone(reason) => return Err(PipeError::Dst(reason)),
+            Wake::Stalled => {
+                let since = stall.map_or(Instant::now(), |(since, _)| since);
+                return Err(PipeError::Stalled(since.elapsed()));
+            }
         }
     }
 }

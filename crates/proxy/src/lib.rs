@@ -62,6 +62,8 @@ use crate::forward::{ListenerStats, Route};
 const FIRST_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often certificate files are checked for changes.
 const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
+/// At most one log line about client protocol abuse per listener this often.
+const ABUSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long upstream connections get to close after the last call finished.
 const UPSTREAM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -309,6 +311,11 @@ pub async fn run_with_log(
                     stats,
                     cut: cut.clone(),
                     generate_request_id: l.generate_request_id,
+                    stream_stall_timeout: l.stream_stall_timeout,
+                    max_concurrent_streams: l.max_concurrent_streams,
+                    per_connection_buffer_limit: l.per_connection_buffer_limit_bytes,
+                    keepalive: l.keepalive_interval.map(|i| (i, l.keepalive_timeout)),
+                    abuse_log: forward::LogLimiter::new(ABUSE_LOG_INTERVAL),
                 });
                 calls.spawn(server::serve(
                     listener,

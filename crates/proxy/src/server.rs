@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,8 +34,6 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 4 << 20;
 /// The largest request header block accepted (Envoy's default is 60 KiB).
 const MAX_HEADER_LIST: u32 = 60 << 10;
-/// Streams one client may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// New calls a client connection's task starts before it yields. The host
 /// connections are tasks of their own and write only when this one yields:
 /// without a limit, all the calls of one read (dozens from a busy client)
@@ -185,7 +183,7 @@ where
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(route.max_concurrent_streams);
     // Boxed, and freed once done: inline, the handshake's state (1.3 KiB)
     // would stay in the task beside the connection it becomes, for as long
     // as the client stays connected.
@@ -206,8 +204,14 @@ where
         }
     };
 
+    // What this connection's calls are charged (buffered answers, resets);
+    // declared before the calls, which borrow it.
+    let charged = forward::ConnState::new(route.per_connection_buffer_limit);
+    let mut ping_pong = route.keepalive.and_then(|_| conn.ping_pong());
+    let mut keepalive = pin!(keepalive(ping_pong.as_mut(), route.keepalive));
     let mut calls = FuturesUnordered::new();
     let mut draining = false;
+    let mut closing = false;
     let mut accepted = 0;
     loop {
         if accepted == YIELD_EVERY_CALLS {
@@ -224,10 +228,28 @@ where
             // that the answers that arrived together leave in one write
             // instead of one write each.
             biased;
-            Some(()) = calls.next(), if !calls.is_empty() => {}
+            Some(()) = calls.next(), if !calls.is_empty() => {
+                if !closing && let Some((resets, streams)) = charged.is_rapid_reset() {
+                    // Envoy's premature-reset rule: most of this client's
+                    // streams were reset within a second of opening.
+                    closing = true;
+                    route.stats.downstream_cx_premature_reset.inc();
+                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    if let Some(held_back) = route.abuse_log.allow() {
+                        tracing::warn!(%peer, resets, streams, similar_since_last = held_back, "closing a client connection that resets most of its streams at once (HTTP/2 rapid reset): GOAWAY ENHANCE_YOUR_CALM");
+                    }
+                }
+            }
+            waited = &mut keepalive => {
+                route.stats.downstream_cx_keepalive_timeout.inc();
+                if let Some(held_back) = route.abuse_log.allow() {
+                    tracing::info!(%peer, similar_since_last = held_back, "client did not answer a PING within {}; connection closed", common::format_duration(waited));
+                }
+                break;
+            }
             next = conn.accept() => match next {
                 Some(Ok((request, respond))) => {
-                    calls.push(forward::handle(Arc::clone(&route), request, respond));
+                    calls.push(forward::handle(Arc::clone(&route), request, respond, &charged));
                     accepted += 1;
                 }
                 Some(Err(e)) => {
@@ -255,6 +277,26 @@ where
     while calls.next().await.is_some() {}
 }
 
+/// PINGs a client connection every interval; completes (with the timeout)
+/// when one goes unanswered. Pending forever without keepalive.
+async fn keepalive(
+    ping_pong: Option<&mut h2::PingPong>,
+    settings: Option<(Duration, Duration)>,
+) -> Duration {
+    let (Some(ping_pong), Some((interval, timeout))) = (ping_pong, settings) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            // The connection itself failed: accept() reports it.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return timeout,
+        }
+    }
+}
+
 /// Reads the first bytes: the HTTP/2 preface, replayed for h2, or a refusal.
 async fn preface<T: AsyncRead + AsyncWrite + Unpin>(mut tcp: T) -> Result<Rewind<T>, String> {
     let mut buf = [0u8; PREFACE.len()];
@@ -269,7 +311,23 @@ async fn preface<T: AsyncRead + AsyncWrite + Unpin>(mut tcp: T) -> Result<Rewind
         }
         n += read;
         if buf[..n] != PREFACE[..n] {
-            return Err(refuse(&mut tcp, &buf[..n]).await);
+            // A request line's method ends at the first space: read on to
+            // it (briefly, a few bytes at most) to tell HTTP/1.x from garbage.
+            let mut head = buf[..n].to_vec();
+            while head.len() < 16
+                && !head.contains(&b' ')
+                && head.first().is_some_and(u8::is_ascii_uppercase)
+            {
+                let mut more = [0u8; 16];
+                let want = 16 - head.len();
+                match tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut more[..want]))
+                    .await
+                {
+                    Ok(Ok(k)) if k > 0 => head.extend_from_slice(&more[..k]),
+                    _ => break,
+                }
+            }
+            return Err(refuse(&mut tcp, &head).await);
         }
     }
     Ok(Rewind {
@@ -280,9 +338,7 @@ async fn preface<T: AsyncRead + AsyncWrite + Unpin>(mut tcp: T) -> Result<Rewind
 
 /// Tells a client that does not speak HTTP/2 what went wrong, then closes.
 async fn refuse<T: AsyncWrite + Unpin>(tcp: &mut T, first: &[u8]) -> String {
-    // An HTTP/1.x request line starts with a method in capitals ("GET /");
-    // the preface's own first letter is 'P', so a mismatch can come early.
-    let http1 = first.first().is_some_and(u8::is_ascii_uppercase);
+    let http1 = is_http1_request(first);
     let reply: Vec<u8> = if http1 {
         let body = "This port speaks HTTP/2 with prior knowledge (h2c), as gRPC clients do; HTTP/1.x is not served here.\n";
         format!(
@@ -303,6 +359,18 @@ async fn refuse<T: AsyncWrite + Unpin>(tcp: &mut T, first: &[u8]) -> String {
     } else {
         "not HTTP/2 (answered GOAWAY PROTOCOL_ERROR)".into()
     }
+}
+
+/// Whether `first` starts like an HTTP/1.x request line: a method, a space.
+/// Anything else that is not the preface (h2spec's "invalid connection
+/// preface" among them) gets GOAWAY(PROTOCOL_ERROR), as RFC 9113 section 3.4
+/// asks.
+fn is_http1_request(first: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+    ];
+    let method = first.split(|&b| b == b' ').next().unwrap_or_default();
+    first.len() > method.len() && METHODS.contains(&method)
 }
 
 /// An empty SETTINGS frame then GOAWAY(last stream 0, PROTOCOL_ERROR, `debug`).
@@ -406,6 +474,18 @@ mod tests {
         let h2 = std::mem::size_of::<h2::server::Connection<Rewind<TcpStream>, bytes::Bytes>>();
         let task = future_size(connection);
         assert!(task < h2 + 1024, "connection future {task} B, h2 {h2} B");
+    }
+
+    #[test]
+    fn only_a_request_line_counts_as_http1() {
+        assert!(is_http1_request(b"GET / HTTP/1.1\r\n"));
+        assert!(is_http1_request(b"POST /x"));
+        assert!(!is_http1_request(b"INVALID CONNECTION PREFACE"));
+        assert!(
+            !is_http1_request(b"GET"),
+            "no space yet: not a request line"
+        );
+        assert!(!is_http1_request(b"\x16\x03\x01"), "a TLS hello");
     }
 
     #[test]

@@ -220,6 +220,58 @@ async fn connect(
         .map_err(|_| format!("no connection within {}", common::format_duration(timeout)))?
 }
 
+/// Why a host connection's driver stopped.
+#[derive(Debug)]
+enum DriveEnd {
+    /// The connection ended (closed by the host, or an error).
+    Closed(Option<h2::Error>),
+    /// A PING went unanswered (after earlier ones were, when the flag is
+    /// set): the connection was closed by us.
+    NoPong(Duration, bool),
+    PingFailed(h2::Error),
+}
+
+/// Drives one host connection, PINGing it every `interval` (when given) and
+/// closing it when an answer takes longer than `timeout`: a frozen host (a
+/// stopped process, a hung VM, a partition) sends no RST and no FIN, and
+/// without this its connection would look open until TCP gave up, minutes
+/// later. `alive` fires with the first PONG, or at once without keepalive: a
+/// kernel completes the TCP handshake of a frozen process, so only an answer
+/// from the HTTP/2 peer says that it is alive.
+async fn drive(
+    connection: h2::client::Connection<Io, Bytes>,
+    mut ping_pong: Option<h2::PingPong>,
+    interval: Duration,
+    timeout: Duration,
+    alive: tokio::sync::oneshot::Sender<()>,
+) -> DriveEnd {
+    let mut alive = Some(alive);
+    let keepalive = async {
+        let Some(ping_pong) = ping_pong.as_mut() else {
+            if let Some(alive) = alive.take() {
+                let _ = alive.send(());
+            }
+            return std::future::pending().await;
+        };
+        loop {
+            match tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_pong)) => {
+                    if let Some(alive) = alive.take() {
+                        let _ = alive.send(());
+                    }
+                }
+                Ok(Err(e)) => return DriveEnd::PingFailed(e),
+                Err(_) => return DriveEnd::NoPong(timeout, alive.is_none()),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    };
+    tokio::select! {
+        ended = connection => DriveEnd::Closed(ended.err()),
+        end = keepalive => end,
+    }
+}
+
 /// Keeps `host` connected until `stop`, then lets its last connections finish
 /// their calls and marks the host drained.
 pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: CancellationToken) {
@@ -247,7 +299,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
             attempt = connect(&host, cluster.tls.as_ref(), cluster.config.connect_timeout) => attempt,
             () = stop.cancelled() => break 'connect,
         };
-        let (sender, connection) = match attempt {
+        let (sender, mut connection) = match attempt {
             Ok(pair) => pair,
             Err(error) => {
                 host.stats.cx_connect_fail.inc();
@@ -267,10 +319,9 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
                 }
             }
         };
-        if failing {
-            tracing::info!(cluster = cluster.name(), host = %host.addr, "connected to host again");
-            failing = false;
-        }
+        let keepalive = cluster.config.keepalive_interval;
+        let ping_pong = keepalive.and_then(|_| connection.ping_pong());
+        let (alive_tx, alive_rx) = tokio::sync::oneshot::channel();
         generation += 1;
         conn.generation.store(generation, Relaxed);
         host.stats.cx_total.inc();
@@ -281,16 +332,59 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
         let current = {
             let host = Arc::clone(&host);
             let cluster = Arc::clone(&cluster);
+            let interval = keepalive.unwrap_or(Duration::MAX);
+            let timeout = cluster.config.keepalive_timeout;
             drivers
                 .spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(host = %host.addr, error = %e, "upstream connection ended with an error");
+                    match drive(connection, ping_pong, interval, timeout, alive_tx).await {
+                        DriveEnd::Closed(None) => {}
+                        DriveEnd::Closed(Some(e)) => {
+                            tracing::debug!(host = %host.addr, error = %e, "upstream connection ended with an error");
+                        }
+                        DriveEnd::NoPong(waited, was_alive) => {
+                            cluster.stats.upstream_cx_keepalive_timeout.inc();
+                            if was_alive {
+                                tracing::warn!(cluster = cluster.name(), host = %host.addr, "host stopped answering: no PING answer within {}; connection closed, host out of rotation", common::format_duration(waited));
+                            }
+                        }
+                        DriveEnd::PingFailed(e) => {
+                            tracing::debug!(host = %host.addr, error = %e, "PING failed; connection closed");
+                        }
                     }
                     host.stats.cx_active.dec();
                     cluster.stats.upstream_cx_active.dec();
                 })
                 .id()
         };
+        // Calls go to the connection only once the host has answered on it.
+        let answered = tokio::select! {
+            answered = alive_rx => answered.is_ok(),
+            () = stop.cancelled() => break 'connect,
+        };
+        if !answered {
+            host.stats.cx_connect_fail.inc();
+            cluster.stats.upstream_cx_connect_fail.inc();
+            let error = format!(
+                "connected, but no answer to a PING within {}",
+                common::format_duration(cluster.config.keepalive_timeout)
+            );
+            if !failing {
+                tracing::warn!(cluster = cluster.name(), host = %host.addr, %error, "host does not answer; out of rotation, retrying with backoff");
+                failing = true;
+            }
+            conn.generation.store(0, Relaxed);
+            conn.set(State::Down {
+                error: error.into(),
+            });
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next()) => continue 'connect,
+                () = stop.cancelled() => break 'connect,
+            }
+        }
+        if failing {
+            tracing::info!(cluster = cluster.name(), host = %host.addr, "connected to host again");
+            failing = false;
+        }
         conn.set(State::Ready { sender, generation });
 
         loop {

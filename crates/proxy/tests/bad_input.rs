@@ -83,6 +83,19 @@ async fn bad_clients_are_refused_while_a_good_one_keeps_working() {
     assert_eq!(&reply[22..26], &[0, 0, 0, 1], "PROTOCOL_ERROR");
     assert!(String::from_utf8_lossy(&reply[26..]).contains("preface"));
 
+    // h2spec 3.5 #2: an invalid preface in capitals is not HTTP/1.x either:
+    // GOAWAY(PROTOCOL_ERROR) then close (RFC 9113 section 3.4).
+    let reply = exchange(proxy.addr, b"INVALID CONNECTION PREFACE\r\n\r\n").await;
+    assert_eq!(
+        frame_types(&reply),
+        [0x4, 0x7],
+        "SETTINGS, GOAWAY: {reply:?}"
+    );
+    assert_eq!(&reply[22..26], &[0, 0, 0, 1], "PROTOCOL_ERROR");
+    // An HTTP/1.x method cut at the first mismatch is still recognised.
+    let reply = exchange(proxy.addr, b"POST /x HTTP/1.1\r\n\r\n").await;
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 505 "));
+
     // A valid preface followed by junk frames: h2 answers GOAWAY and closes.
     let mut junk = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     junk.extend_from_slice(&[0xff; 64]);
