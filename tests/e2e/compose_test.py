@@ -9,9 +9,12 @@ passes on (independent of the proxy's own statistics):
 1. 999 requests through the gateway spread 333 +- 10% over 3 backends;
 2. scale to 5 under continuous traffic: the new backends get calls within the
    DNS refresh plus a margin, no request fails;
-3. one backend container stopped under traffic: no request fails;
-4. scale to 2 under traffic: no request fails;
-5. the layer 4 override puts every request of the gateway's one connection on
+3. one backend frozen (`docker pause`) and another cut off (`docker network
+   disconnect`) for 6 s under traffic: at most 1% of the requests fail, and
+   both get calls again after `unpause` / `connect`;
+4. one backend container stopped under traffic: no request fails;
+5. scale to 2 under traffic: no request fails;
+6. the layer 4 override puts every request of the gateway's one connection on
    one backend (the skew layer 7 removes).
 
 The stack is always taken down (`down -v --remove-orphans`), also when a check
@@ -458,6 +461,44 @@ def scale_up(stack, gateway, checks, to=5):
                  f"the last calls reached all {len(after)} backends ({len(last)} did)")
 
 
+FREEZE_SECONDS = 6.0
+
+
+def freeze_and_cut(stack, gateway, checks):
+    step(f"freeze one backend (docker pause) and cut another off (docker network disconnect) "
+         f"for {FREEZE_SECONDS:.0f}s under continuous traffic")
+    before = backends(stack)
+    frozen, cut = sorted(before.values(), key=lambda b: b.name)[:2]
+    network = f"{stack.project}_front-proxy"
+    wall = time.time()
+    with Traffic(gateway) as traffic:
+        began = time.monotonic()
+        traffic.wait_for(lambda r: len(r) >= 200, began + 30, "traffic to flow")
+        t0 = time.monotonic()
+        run(["docker", "pause", frozen.container])
+        run(["docker", "network", "disconnect", network, cut.container])
+        log(f"    paused {frozen}, disconnected {cut}")
+        traffic.wait_for(lambda r: time.monotonic() >= t0 + FREEZE_SECONDS,
+                         t0 + FREEZE_SECONDS + 1, "the freeze")
+        run(["docker", "unpause", frozen.container])
+        run(["docker", "network", "connect", "--alias", "backend", network, cut.container])
+        t_back = time.monotonic()
+        log(f"    unpaused and reconnected after {t_back - t0:.1f}s")
+        back = lambda r: (traffic.first_call(frozen.hostname, t_back) is not None
+                          and traffic.first_call(cut.hostname, t_back) is not None)
+        returned = traffic.wait_for(back, t_back + 45, "both to get calls again")
+        if returned:
+            log(f"    back in rotation after {time.monotonic() - t_back:.1f}s")
+    names = {h: b.name for h, b in before.items()}
+    _, errors = traffic.summary(names)
+    total = len(traffic.records)
+    explain(stack, wall, errors)
+    checks.check(len(errors) <= 0.01 * total,
+                 f"at most 1% of the requests failed while one backend was frozen and one cut off "
+                 f"({len(errors)} of {total})")
+    checks.check(returned, "the frozen and the cut-off backend got calls again after unpause/connect")
+
+
 def stop_one(stack, gateway, checks):
     step("stop one backend container under continuous traffic (docker stop: SIGTERM, drain)")
     before = backends(stack)
@@ -582,6 +623,7 @@ def main():
         names = {h: b.name for h, b in backends(stack).items()}
         spread(gateway, names, checks)
         scale_up(stack, gateway, checks)
+        freeze_and_cut(stack, gateway, checks)
         stop_one(stack, gateway, checks)
         scale_down(stack, gateway, checks)
         layer4(stack, checks)

@@ -1058,6 +1058,17 @@ impl Config {
                 "listener {} on {} ({details}) -> cluster {}\n",
                 l.name, l.address, l.cluster
             ));
+            if l.mode == Mode::L7 {
+                let off = || "off".to_owned();
+                out.push_str(&format!(
+                    "  per client connection: {} streams, {} bytes of unread answers; stall timeout {}; PING every {} (timeout {})\n",
+                    l.max_concurrent_streams,
+                    l.per_connection_buffer_limit_bytes,
+                    l.stream_stall_timeout.map_or_else(off, common::format_duration),
+                    l.keepalive_interval.map_or_else(off, common::format_duration),
+                    common::format_duration(l.keepalive_timeout),
+                ));
+            }
         }
         for c in &self.clusters {
             let ups: Vec<String> = c
@@ -1141,6 +1152,14 @@ impl Config {
                 c.idle_timeout
                     .map_or_else(|| "none".to_owned(), common::format_duration),
             ));
+            out.push_str(&match c.keepalive_interval {
+                Some(i) => format!(
+                    "  host connections: PING every {} (timeout {})\n",
+                    common::format_duration(i),
+                    common::format_duration(c.keepalive_timeout)
+                ),
+                None => "  host connections: no PING\n".to_owned(),
+            });
         }
         match self.admin {
             Some(a) => out.push_str(&format!("admin on {a}\n")),

@@ -143,7 +143,11 @@ async fn a_client_that_never_reads_holds_no_slot_of_the_cluster() {
         || async { stat(&proxy, "cluster.backend.upstream_rq_active").await == 0 },
     )
     .await;
-    assert_eq!(stat(&proxy, "http.ingress.downstream_rq_active").await, 128);
+    // The calls still wait for their client. (A few of the first may have
+    // been delivered: h2 applies a peer's SETTINGS, here its zero window, only
+    // once it has sent the ACK, and answers can go out before that.)
+    let waiting = stat(&proxy, "http.ingress.downstream_rq_active").await;
+    assert!((120..=128).contains(&waiting), "{waiting} calls wait");
 
     // A well-behaved client loses nothing meanwhile.
     let failed = steady_calls(&proxy, 200).await;
@@ -154,7 +158,6 @@ async fn a_client_that_never_reads_holds_no_slot_of_the_cluster() {
     );
     // The hoarded calls were not cut (30 s stall limit by default).
     assert_eq!(stat(&proxy, "http.ingress.downstream_rq_stalled").await, 0);
-    assert!(bodies.iter().all(|(body, _)| !body.is_end_stream()));
     drop(bodies);
     proxy.stop().await;
 }
@@ -221,9 +224,10 @@ async fn a_rapid_reset_client_costs_others_nothing_and_no_host_connection() {
 
     // HEADERS then RST_STREAM at once, over and over, on fresh connections
     // when the proxy closes one.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // 2,000 streams, or 10 s on a slow machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let (mut resets, mut connections, mut goaways) = (0, 0, Vec::new());
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && resets < 2_000 {
         let (sent, goaway) = rapid_reset_connection(&proxy, deadline).await;
         resets += sent;
         connections += 1;
@@ -255,7 +259,7 @@ async fn a_rapid_reset_client_costs_others_nothing_and_no_host_connection() {
         resets,
         tally.ok_total()
     );
-    assert!(resets > 1_000, "the attack ran: {resets}");
+    assert!(resets >= 1_000, "the attack ran: {resets}");
     // Closed by the premature-reset rule (or, on a machine too slow to
     // accept the streams as they come, by h2's own limit on streams reset
     // before they were accepted); GOAWAY(ENHANCE_YOUR_CALM) said why.

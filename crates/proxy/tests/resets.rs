@@ -245,7 +245,10 @@ async fn requests_answered_before_they_end_do_not_cost_the_client_its_connection
     // answer 150 late DATA frames per round with resets of its own and close
     // the connection (GOAWAY, ENHANCE_YOUR_CALM) after 1024 of those.
     let (host, _resets) = raw_host().await;
-    let proxy = TestProxy::start(config(&[host.to_string()], Mode::L7)).await;
+    let mut config = config(&[host.to_string()], Mode::L7);
+    // 200 streams at once: above the default of 100 per connection.
+    config.listeners[0].max_concurrent_streams = 200;
+    let proxy = TestProxy::start(config).await;
     let mut conn = RawConnection::open(proxy.addr).await;
     let mut next = 1u32;
     for _round in 0..10 {
