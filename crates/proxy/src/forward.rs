@@ -751,7 +751,7 @@ impl Call<'_> {
                 retries,
             };
             let attempt = self
-                .exchange(body, send, response, &replay, &gate, &activity, &held)
+                .exchange(body, send, response, &gate, &activity, &held)
                 .await;
             match attempt {
                 Attempt::Done(outcome) => {
@@ -877,11 +877,11 @@ impl Call<'_> {
         body: &mut RecvStream,
         mut send: SendStream<Bytes>,
         response: h2::client::ResponseFuture,
-        replay: &Mutex<Replay>,
         gate: &RetryGate<'_>,
         activity: &Activity,
         held: &Held<'_>,
     ) -> Attempt {
+        let replay = gate.replay;
         let client_done = replay.lock().unwrap_or_else(PoisonError::into_inner).ended;
         let timers = Timers {
             deadline: self.deadline,
@@ -899,7 +899,6 @@ impl Call<'_> {
                 self.grpc,
                 &timers,
                 gate,
-                replay,
                 &mut *self.record,
                 Downstream {
                     held,
@@ -1017,10 +1016,10 @@ async fn respond(
     grpc: bool,
     timers: &Timers<'_>,
     gate: &RetryGate<'_>,
-    replay: &Mutex<Replay>,
     record: &mut Record,
     downstream: Downstream<'_, '_>,
 ) -> Attempt {
+    let replay = gate.replay;
     let sent_at = Instant::now();
     // Wait for the head, watching for the client giving up meanwhile.
     let head = poll_fn(|cx| {
@@ -1488,10 +1487,11 @@ async fn pipe_response(
             return Ok(PipeEnd { bytes, status });
         }
         let waiting = !queue.is_empty();
-        if waiting && stall.is_none() {
-            if let Some(limit) = downstream.stall_timeout {
-                stall = Some((Instant::now(), Box::pin(tokio::time::sleep(limit))));
-            }
+        if waiting
+            && stall.is_none()
+            && let Some(limit) = downstream.stall_timeout
+        {
+            stall = Some((Instant::now(), Box::pin(tokio::time::sleep(limit))));
         }
         let read = ended.is_none()
             && (!waiting || (charge.bytes < STREAM_READ_AHEAD && downstream.conn.has_room()));
