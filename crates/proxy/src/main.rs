@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args();
-    common::init_tracing("info,h2=warn,hickory_proto=warn,hickory_resolver=warn");
+    common::init_tracing("info,h2=error,hickory_proto=warn,hickory_resolver=warn");
     let config = Config::load(&cli);
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         let Some(admin) = admin_address(&cli, config.as_ref().ok()) else {
