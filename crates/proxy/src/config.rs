@@ -1302,6 +1302,57 @@ clusters:
     }
 
     #[test]
+    fn failure_isolation_limits_have_safe_defaults_and_are_checked() {
+        let config = from_yaml("clusters: [{upstreams: [b:1]}]", &[]).unwrap();
+        let (l, c) = (&config.listeners[0], &config.clusters[0]);
+        assert_eq!(l.max_concurrent_streams, 100);
+        assert_eq!(l.per_connection_buffer_limit_bytes, 1 << 20);
+        assert_eq!(l.stream_stall_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.keepalive_interval, Some(Duration::from_secs(60)));
+        assert_eq!(c.lb, LbPolicy::LeastRequest);
+        assert_eq!(c.keepalive_interval, Some(Duration::from_millis(500)));
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(1));
+        let summary = config.summary();
+        assert!(summary.contains("100 streams"), "{summary}");
+        assert!(
+            summary.contains("PING every 500ms (timeout 1s)"),
+            "{summary}"
+        );
+
+        let yaml = r#"
+listeners:
+  - max_concurrent_streams: 7
+    stream_stall_timeout: off
+    keepalive_interval: off
+clusters:
+  - upstreams: [b:1]
+    keepalive_interval: off
+"#;
+        let config = from_yaml(yaml, &[]).unwrap();
+        assert_eq!(config.listeners[0].max_concurrent_streams, 7);
+        assert_eq!(config.listeners[0].stream_stall_timeout, None);
+        assert_eq!(config.listeners[0].keepalive_interval, None);
+        assert_eq!(config.clusters[0].keepalive_interval, None);
+
+        let yaml = r#"
+listeners:
+  - max_concurrent_streams: 0
+    per_connection_buffer_limit_bytes: 10
+clusters:
+  - upstreams: [b:1]
+    keepalive_timeout: 0s
+"#;
+        let err = from_yaml(yaml, &[]).unwrap_err().to_string();
+        for needle in [
+            "max_concurrent_streams",
+            "per_connection_buffer_limit_bytes",
+            "keepalive_timeout",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
     fn typos_and_bad_values_name_the_place() {
         let err = from_yaml("clusters:\n  - name: b\n    upstrems: [x:1]\n", &[])
             .unwrap_err()

@@ -1585,6 +1585,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connection_is_rapid_reset_once_half_of_100_streams_were_reset_early() {
+        let conn = ConnState::new(1 << 20);
+        for i in 0..99 {
+            conn.streams.fetch_add(1, Relaxed);
+            if i % 2 == 0 {
+                conn.premature_resets.fetch_add(1, Relaxed);
+            }
+        }
+        assert_eq!(conn.is_rapid_reset(), None, "fewer than 100 streams");
+        conn.streams.fetch_add(1, Relaxed);
+        assert_eq!(conn.is_rapid_reset(), Some((50, 100)));
+        conn.streams.fetch_add(1, Relaxed);
+        assert_eq!(conn.is_rapid_reset(), None, "under half reset early");
+    }
+
+    #[test]
+    fn the_log_limiter_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let limiter = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.held_back.load(Relaxed), 2);
+    }
+
+    #[test]
     fn request_ids_are_uuid_v4() {
         let id = new_request_id();
         let id = id.to_str().unwrap();
