@@ -253,7 +253,18 @@ where
                     accepted += 1;
                 }
                 Some(Err(e)) => {
-                    if e.is_io() || e.is_go_away() {
+                    if e.is_go_away()
+                        && e.is_library()
+                        && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+                    {
+                        // h2's own limits (streams reset before they were
+                        // accepted, resets provoked by the client): the same
+                        // abuse as the premature-reset rule, caught earlier.
+                        route.stats.downstream_cx_premature_reset.inc();
+                        if let Some(held_back) = route.abuse_log.allow() {
+                            tracing::warn!(%peer, error = %e, similar_since_last = held_back, "closed a client connection for resetting streams faster than they are accepted: GOAWAY ENHANCE_YOUR_CALM");
+                        }
+                    } else if e.is_io() || e.is_go_away() {
                         tracing::debug!(%peer, error = %e, "client connection ended");
                     } else {
                         route.stats.downstream_cx_protocol_error.inc();

@@ -119,30 +119,35 @@ async fn a_client_that_never_reads_holds_no_slot_of_the_cluster() {
     config.clusters[0].circuit_breakers.max_requests = 64;
     let proxy = TestProxy::start(config).await;
 
-    // Twice max_requests calls, on two connections whose windows stay shut.
-    let mut hoarded = Vec::new();
+    // Twice max_requests calls, on two connections whose windows stay shut,
+    // one batch of max_requests after the other: the second batch can only
+    // be admitted if the unread first one gave its slots back.
+    let mut bodies = Vec::new();
     for _ in 0..2 {
         let client = raw_client(&proxy, 0).await;
-        hoarded.extend(open_calls(&proxy, client, 64, 0).await);
+        for (response, send) in open_calls(&proxy, client, 64, 0).await {
+            // Answered (HEADERS need no window); the body cannot be read.
+            let response = tokio::time::timeout(Duration::from_secs(10), response)
+                .await
+                .expect("answered")
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers().get("grpc-status"),
+                None,
+                "a real answer, not a trailers-only refusal"
+            );
+            bodies.push((response.into_body(), send));
+        }
+        // The hosts are done with them: the cluster's slots are free again
+        // while the answers still wait for their client.
+        eventually(
+            "the hosts' answers are complete",
+            Duration::from_secs(5),
+            || async { stat(&proxy, "cluster.backend.upstream_rq_active").await == 0 },
+        )
+        .await;
     }
-    // Every call is answered (HEADERS need no window), none can be read.
-    let mut bodies = Vec::new();
-    for (response, send) in hoarded {
-        let response = tokio::time::timeout(Duration::from_secs(10), response)
-            .await
-            .expect("answered")
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        bodies.push((response.into_body(), send));
-    }
-    // The hosts are done with them: the cluster's slots are free again
-    // while the answers still wait for their client.
-    eventually(
-        "the hosts' answers are complete",
-        Duration::from_secs(5),
-        || async { stat(&proxy, "cluster.backend.upstream_rq_active").await == 0 },
-    )
-    .await;
     // The calls still wait for their client. (A few of the first may have
     // been delivered: h2 applies a peer's SETTINGS, here its zero window, only
     // once it has sent the ACK, and answers can go out before that.)
@@ -264,6 +269,10 @@ async fn a_rapid_reset_client_costs_others_nothing_and_no_host_connection() {
     // accept the streams as they come, by h2's own limit on streams reset
     // before they were accepted); GOAWAY(ENHANCE_YOUR_CALM) said why.
     assert!(connections > 1, "the proxy closed the abusive connections");
+    assert!(
+        closed >= 1,
+        "and counted them in downstream_cx_premature_reset"
+    );
     assert!(goaways.contains(&0xb), "{goaways:?}");
     assert!(never_sent > 0);
     proxy.stop().await;
