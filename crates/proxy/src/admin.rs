@@ -19,9 +19,12 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
+use arc_swap::ArcSwap;
+
 use crate::cluster::{Cluster, health};
 use crate::config::Mode;
 use crate::forward::ListenerStats;
+use crate::reload::{ReloadStats, Snapshot};
 
 /// A listener, as the admin interface reports it.
 #[derive(Debug, Clone)]
@@ -29,15 +32,17 @@ pub struct ListenerInfo {
     pub name: String,
     pub address: SocketAddr,
     pub mode: Mode,
-    pub cluster: String,
+    /// `cluster NAME` for one catch-all route, else `routes`.
+    pub routes: String,
     pub stats: Arc<ListenerStats>,
 }
 
 /// What the admin interface reads.
 #[derive(Debug)]
 pub struct AdminState {
-    pub clusters: Vec<Arc<Cluster>>,
-    pub listeners: Vec<ListenerInfo>,
+    /// The configuration in force, its clusters and listeners.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub reload: Arc<ReloadStats>,
     /// False once draining has begun (or before start-up finished).
     pub ready: Arc<AtomicBool>,
     pub started: Instant,
@@ -49,6 +54,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/clusters", get(clusters))
+        .route("/config_dump", get(config_dump))
         .route("/stats", get(stats))
         .route("/stats/prometheus", get(prometheus))
         .route("/ready", get(ready))
@@ -80,6 +86,7 @@ async fn help() -> Response {
         "admin commands are:\n  \
          /: a page for people: each host's share of requests, fairness, health\n  \
          /clusters: upstream cluster status (?format=json)\n  \
+         /config_dump: the configuration in force (JSON), its version and load time, the last reload\n  \
          /help: print out list of admin commands\n  \
          /ready: print server state, return 200 if LIVE, otherwise return 503\n  \
          /stats: print server stats (?format=json)\n  \
@@ -225,10 +232,11 @@ pub fn clusters_json(clusters: &[Arc<Cluster>]) -> serde_json::Value {
 }
 
 async fn clusters(State(state): State<Arc<AdminState>>, Query(format): Query<Format>) -> Response {
+    let snapshot = state.snapshot.load();
     if format.json() {
-        axum::Json(clusters_json(&state.clusters)).into_response()
+        axum::Json(clusters_json(&snapshot.clusters)).into_response()
     } else {
-        text(clusters_text(&state.clusters))
+        text(clusters_text(&snapshot.clusters))
     }
 }
 
@@ -245,6 +253,7 @@ struct Sample {
 }
 
 fn samples(state: &AdminState) -> Vec<Sample> {
+    let snapshot = state.snapshot.load();
     let mut out = Vec::new();
     let mut push = |scope: &str,
                     prefix: &str,
@@ -273,7 +282,7 @@ fn samples(state: &AdminState) -> Vec<Sample> {
             value,
         });
     };
-    for cluster in &state.clusters {
+    for cluster in &snapshot.clusters {
         let s = &cluster.stats;
         let name = cluster.name();
         let label = || vec![("envoy_cluster_name", name.to_owned())];
@@ -462,7 +471,7 @@ fn samples(state: &AdminState) -> Vec<Sample> {
             push("cluster", name, label(), stat, counter, help, value);
         }
     }
-    for l in &state.listeners {
+    for l in &snapshot.listeners {
         let s = &l.stats;
         let label = || vec![("envoy_http_conn_manager_prefix", l.name.clone())];
         for (stat, counter, help, value) in [
@@ -550,6 +559,12 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 "Client requests received",
                 s.downstream_rq_total.get(),
             ),
+            (
+                "no_route",
+                true,
+                "Client requests that matched no route (UNIMPLEMENTED, or 404)",
+                s.no_route.get(),
+            ),
         ] {
             push("http", &l.name, label(), stat, counter, help, value);
         }
@@ -572,6 +587,35 @@ fn samples(state: &AdminState) -> Vec<Sample> {
         "Seconds since start",
         state.started.elapsed().as_secs(),
     );
+    let r = &state.reload;
+    for (stat, counter, help, value) in [
+        (
+            "update_attempt",
+            true,
+            "Configuration reloads attempted (SIGHUP, file change)",
+            r.update_attempt.get(),
+        ),
+        (
+            "update_success",
+            true,
+            "Configuration reloads applied",
+            r.update_success.get(),
+        ),
+        (
+            "update_rejected",
+            true,
+            "Configuration reloads refused (invalid file; the running configuration stays)",
+            r.update_rejected.get(),
+        ),
+        (
+            "version",
+            false,
+            "Version of the configuration in force: 1 at start, +1 per applied reload",
+            snapshot.version,
+        ),
+    ] {
+        push("config", "", Vec::new(), stat, counter, help, value);
+    }
     push(
         "access_log",
         "",
@@ -611,7 +655,7 @@ fn label_value(v: &str) -> String {
 /// The Prometheus text exposition format (0.0.4).
 pub fn prometheus_text(state: &AdminState) -> String {
     let mut all = samples(state);
-    for cluster in &state.clusters {
+    for cluster in &state.snapshot.load().clusters {
         for host in cluster.all_hosts() {
             for (stat, value, gauge) in host_stats(&host) {
                 let family = if gauge || stat.ends_with("_total") {
@@ -674,4 +718,34 @@ async fn prometheus(State(state): State<Arc<AdminState>>) -> Response {
         prometheus_text(&state),
     )
         .into_response()
+}
+
+/// RFC 3339 in UTC, to the second.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `/config_dump`: the configuration in force (every key, defaults filled
+/// in), its version and load time, and how the last reload went.
+pub fn config_dump_json(state: &AdminState) -> serde_json::Value {
+    let snapshot = state.snapshot.load();
+    let last = state.reload.last().map(|u| {
+        json!({
+            "result": if u.success { "success" } else { "rejected" },
+            "at": rfc3339(u.at),
+            "trigger": u.why,
+            "problems": u.problems,
+        })
+    });
+    json!({
+        "version": snapshot.version,
+        "loaded_at": rfc3339(snapshot.loaded_at),
+        "source": snapshot.config.path().map(|p| p.display().to_string()),
+        "last_update": last,
+        "config": serde_json::to_value(&snapshot.config).unwrap_or_default(),
+    })
+}
+
+async fn config_dump(State(state): State<Arc<AdminState>>) -> Response {
+    axum::Json(config_dump_json(&state)).into_response()
 }

@@ -348,6 +348,32 @@ impl Cluster {
         changes
     }
 
+    /// Calls admitted to this cluster and not yet answered in full.
+    pub fn in_flight(&self) -> u64 {
+        self.stats.calls_admitted.get()
+    }
+
+    /// Whether a new cluster is ready for calls: its names resolved once, and
+    /// every host checked once (with health checks) or, without them, a
+    /// host connection open. A reload routes to a cluster only once it is
+    /// (or once the warm-up time is over).
+    pub fn warmed(&self) -> bool {
+        if self.stats.update_attempt.get() == 0
+            && self.config.upstreams.iter().any(|u| u.ip().is_none())
+        {
+            return false;
+        }
+        let hosts = self.hosts.load();
+        if hosts.is_empty() {
+            return true;
+        }
+        if self.config.health_check.is_some() {
+            hosts.iter().all(|h| h.hc_checked.load(Relaxed))
+        } else {
+            !self.http2 || hosts.iter().any(|h| h.conn.is_ready())
+        }
+    }
+
     /// Stops every host's maintainer: no reconnects; open connections close
     /// once their calls finish.
     pub fn shut_down(&self) {

@@ -3,239 +3,41 @@
 //! Flags cover the common case (one listener, one cluster); the YAML file
 //! (`--config`) describes the whole. When both are given, flags override the
 //! file's first listener and the cluster it routes to. Everything is checked
-//! before anything binds, and every problem is reported at once.
+//! before anything binds, and every problem is reported at once. The same
+//! load runs again on a live reload ([`crate::reload`]).
+//!
+//! Each section has its file: [`cli`] (flags), [`listener`], [`route`]
+//! (what a route matches and where it sends), [`cluster`], and [`values`]
+//! (modes, policies, durations).
 
-use std::fmt;
+pub mod cli;
+pub mod cluster;
+pub mod listener;
+pub mod route;
+pub mod values;
+
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 
-/// HTTP/2-aware balancing proxy for gRPC: every call goes to a backend picked
-/// for that call, backends are found (and re-found) by DNS, and the admin
-/// interface speaks Envoy's formats.
-///
-/// Flags configure one listener and one cluster; --config FILE describes any
-/// number of each (flags then override the first listener and its cluster).
-#[derive(Debug, Default, Parser)]
-#[command(name = "proxy", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// YAML configuration file (see docs/proxy.md).
-    #[arg(long, short = 'c', env = "PROXY_CONFIG", global = true)]
-    pub config: Option<PathBuf>,
-    /// Load and check the configuration, print a summary, and exit (0 when valid).
-    #[arg(long, env = "PROXY_VALIDATE")]
-    pub validate: bool,
-    /// Address of the proxy listener [default: 0.0.0.0:8000].
-    #[arg(long, env = "PROXY_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// `l7` balances every HTTP/2 request (call); `l4` balances TCP connections [default: l7].
-    #[arg(long, env = "PROXY_MODE")]
-    pub mode: Option<Mode>,
-    /// Upstream HOST:PORT; a name is resolved to all its addresses, each a host. Repeatable.
-    #[arg(
-        long = "upstream",
-        short = 'u',
-        env = "PROXY_UPSTREAM",
-        value_delimiter = ','
-    )]
-    pub upstreams: Vec<String>,
-    /// Name of the cluster, as shown in /clusters and stats [default: backend].
-    #[arg(long, env = "PROXY_CLUSTER_NAME")]
-    pub cluster_name: Option<String>,
-    /// How a host is picked for each call [default: least_request].
-    #[arg(long, env = "PROXY_LB")]
-    pub lb: Option<LbPolicy>,
-    /// How often host names are resolved again [default: 5s].
-    #[arg(long, env = "PROXY_DNS_REFRESH", value_parser = common::parse_duration)]
-    pub dns_refresh: Option<Duration>,
-    /// DNS server IP[:PORT] to ask instead of the system resolver. Repeatable.
-    #[arg(
-        long = "dns-resolver",
-        env = "PROXY_DNS_RESOLVER",
-        value_delimiter = ','
-    )]
-    pub dns_resolvers: Vec<String>,
-    /// Deadline for opening a connection to a host [default: 1s].
-    #[arg(long, env = "PROXY_CONNECT_TIMEOUT", value_parser = common::parse_duration)]
-    pub connect_timeout: Option<Duration>,
-    /// Turn on gRPC health checks at this interval (thresholds 2/2, timeout 1s).
-    #[arg(long, env = "PROXY_HEALTH_CHECK_INTERVAL", value_parser = common::parse_duration)]
-    pub health_check_interval: Option<Duration>,
-    /// Turn on outlier detection: eject a host after this many consecutive failures.
-    #[arg(long, env = "PROXY_OUTLIER_CONSECUTIVE_FAILURES")]
-    pub outlier_consecutive_failures: Option<u32>,
-    /// Retry on another host on: `reset`, `unavailable` (comma-separated).
-    #[arg(long, env = "PROXY_RETRY_ON", value_delimiter = ',')]
-    pub retry_on: Vec<RetryOn>,
-    /// Certificate chain (PEM) for TLS on the listener; needs --tls-key.
-    #[arg(long, env = "PROXY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, env = "PROXY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// CA certificates (PEM) to verify the upstreams with: turns on TLS to them.
-    #[arg(long, env = "PROXY_UPSTREAM_TLS_CA")]
-    pub upstream_tls_ca: Option<PathBuf>,
-    /// Name to verify the upstreams' certificates against [default: the upstream host].
-    #[arg(
-        long,
-        env = "PROXY_UPSTREAM_TLS_SERVER_NAME",
-        requires = "upstream_tls_ca"
-    )]
-    pub upstream_tls_server_name: Option<String>,
-    /// Admin interface address, or `off` [default: 127.0.0.1:8001].
-    #[arg(long, env = "PROXY_ADMIN", global = true)]
-    pub admin: Option<String>,
-    /// Access log to stdout: `on` or `off` [default: on].
-    #[arg(long, env = "PROXY_ACCESS_LOG")]
-    pub access_log: Option<Switch>,
-    /// Access-log line format: `envoy` (Envoy's default) or `envoy_trace`
-    /// (the same plus the W3C traceparent) [default: envoy].
-    #[arg(long, env = "PROXY_ACCESS_LOG_FORMAT")]
-    pub access_log_format: Option<AccessLogFormat>,
-    /// Add an `x-request-id` (a UUID v4) to requests that have none, as
-    /// Envoy does: `on` or `off` [default: on]. A client's own id is kept either way.
-    #[arg(long, env = "PROXY_GENERATE_REQUEST_ID")]
-    pub generate_request_id: Option<Switch>,
-    /// Worker threads; 0 means one per CPU core [default: 0].
-    #[arg(long, env = "PROXY_WORKERS")]
-    pub workers: Option<usize>,
-    /// On SIGTERM or SIGINT, how long calls in flight may take to finish [default: 30s].
-    #[arg(long, env = "PROXY_DRAIN_TIMEOUT", value_parser = common::parse_duration)]
-    pub drain_timeout: Option<Duration>,
-}
+pub use cli::{Cli, Command};
+pub use cluster::{
+    CircuitBreakers, ClusterConfig, HealthCheckConfig, OutlierConfig, RetryConfig, RetryOn,
+    UpstreamTls,
+};
+pub use listener::{ListenerConfig, ListenerTls};
+pub use route::{
+    HeaderMatch, RouteAction, RouteConfig, RouteMatch, VirtualHostConfig, WeightedCluster,
+};
+pub use values::{AccessLogFormat, LbPolicy, Mode, Switch, Upstream};
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Ask a running proxy's admin `/ready`; exit 0 when it answers 200 (LIVE), 1 otherwise.
-    ///
-    /// For container HEALTHCHECKs in images that have no curl. The address
-    /// comes from --admin / PROXY_ADMIN (or the config file) as usual.
-    Healthcheck {
-        /// How long to wait for the answer.
-        #[arg(long, env = "PROXY_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = common::parse_duration)]
-        timeout: Duration,
-    },
-}
-
-/// What a listener balances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// HTTP/2 requests: each call goes to its own pick.
-    #[default]
-    L7,
-    /// TCP connections: bytes are copied, every call of a connection lands on one host.
-    L4,
-}
-
-/// How a host is picked. See [`crate::balance`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum LbPolicy {
-    RoundRobin,
-    #[default]
-    LeastRequest,
-    Random,
-}
-
-/// The access log's line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum AccessLogFormat {
-    /// Envoy's default format, byte for byte.
-    #[default]
-    Envoy,
-    /// Envoy's default format plus ` "%REQ(TRACEPARENT)%"` at the end.
-    EnvoyTrace,
-}
-
-/// `on` or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    On,
-    Off,
-}
-
-impl fmt::Display for LbPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LbPolicy::RoundRobin => "round_robin",
-            LbPolicy::LeastRequest => "least_request",
-            LbPolicy::Random => "random",
-        })
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::L7 => "l7",
-            Mode::L4 => "l4",
-        })
-    }
-}
-
-/// An upstream as configured: a name or an IP literal, and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Upstream {
-    /// The address, when the host is an IP literal (a static host, never resolved).
-    pub fn ip(&self) -> Option<SocketAddr> {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host.parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, self.port))
-    }
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
-
-impl std::str::FromStr for Upstream {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("upstream {s:?} must be HOST:PORT, e.g. backend:8080 or 10.0.0.5:8080");
-        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        let valid_name = !host.is_empty()
-            && host.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '[' | ']' | ':')
-            });
-        if !valid_name || port == 0 {
-            return Err(bad());
-        }
-        Ok(Upstream {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Upstream {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+use values::{duration, on_off, ser_duration};
 
 /// The whole validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Admin interface, or `None` when turned off.
     pub admin: Option<SocketAddr>,
@@ -249,411 +51,21 @@ pub struct Config {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Drain deadline after a shutdown signal.
+    #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// The command line, when it named a file: what a reload reads again.
+    #[serde(skip)]
+    pub source: Option<Cli>,
 }
 
-/// One listener: where it listens, how it balances, to which cluster.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    #[serde(default = "default_listener_name")]
-    pub name: String,
-    #[serde(default = "default_listen")]
-    pub address: SocketAddr,
-    #[serde(default)]
-    pub mode: Mode,
-    #[serde(default = "default_cluster_name")]
-    pub cluster: String,
-    /// Terminate TLS (ALPN h2) on this listener; cleartext when absent.
-    #[serde(default)]
-    pub tls: Option<ListenerTls>,
-    /// Add an `x-request-id` to requests that have none (L7).
-    #[serde(default = "default_true", deserialize_with = "on_off")]
-    pub generate_request_id: bool,
-    /// Streams one client connection may have open at once (L7): the most
-    /// of a cluster's `max_requests` one connection can hold.
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: u32,
-    /// Bytes of answers one client connection may have waiting for it
-    /// (read from hosts, not yet taken by the client), as Envoy's key.
-    #[serde(default = "default_connection_buffer")]
-    pub per_connection_buffer_limit_bytes: usize,
-    /// A call whose client gives no flow-control room for this long while
-    /// an answer waits for it is reset; `off`: never.
-    #[serde(
-        default = "default_stream_stall_timeout",
-        deserialize_with = "opt_duration"
-    )]
-    pub stream_stall_timeout: Option<Duration>,
-    /// PING each client connection this often; `off`: never.
-    #[serde(
-        default = "default_downstream_keepalive",
-        deserialize_with = "opt_duration"
-    )]
-    pub keepalive_interval: Option<Duration>,
-    /// A client connection that does not answer a PING in this long is closed.
-    #[serde(
-        default = "default_downstream_keepalive_timeout",
-        deserialize_with = "duration"
-    )]
-    pub keepalive_timeout: Duration,
-}
-
-/// A listener's certificate chain and key, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// TLS towards a cluster's hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTls {
-    /// PEM file of the CA certificates that sign the hosts' certificates.
-    pub ca: PathBuf,
-    /// The name the hosts' certificates are checked against (and sent as SNI);
-    /// the upstream's host name when absent.
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
-/// One cluster: its upstreams and how calls are spread over their hosts.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    #[serde(default = "default_cluster_name")]
-    pub name: String,
-    #[serde(default)]
-    pub upstreams: Vec<Upstream>,
-    #[serde(default)]
-    pub lb: LbPolicy,
-    #[serde(default = "default_dns_refresh", deserialize_with = "duration")]
-    pub dns_refresh: Duration,
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
-    pub connect_timeout: Duration,
-    /// Active gRPC health checking; off when absent.
-    #[serde(default)]
-    pub health_check: Option<HealthCheckConfig>,
-    /// Passive ejection of failing hosts; off when absent.
-    #[serde(default)]
-    pub outlier_detection: Option<OutlierConfig>,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    #[serde(default)]
-    pub circuit_breakers: CircuitBreakers,
-    /// Upper bound on any call's duration (a shorter `grpc-timeout` wins).
-    /// None by default: long-lived streams are never cut by a default.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub request_timeout: Option<Duration>,
-    /// A call with no frame in either direction for this long is ended.
-    /// None by default.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub idle_timeout: Option<Duration>,
-    /// TLS to the hosts; cleartext HTTP/2 when absent.
-    #[serde(default)]
-    pub tls: Option<UpstreamTls>,
-    /// PING every host connection this often (Envoy's `connection_keepalive`);
-    /// `off`: never. A new connection takes calls only once it answered one.
-    #[serde(
-        default = "default_upstream_keepalive",
-        deserialize_with = "opt_duration"
-    )]
-    pub keepalive_interval: Option<Duration>,
-    /// A host connection that does not answer a PING in this long is closed
-    /// and its host leaves the rotation until a new connection answers.
-    #[serde(
-        default = "default_upstream_keepalive_timeout",
-        deserialize_with = "duration"
-    )]
-    pub keepalive_timeout: Duration,
-}
-
-/// Active health checking with `grpc.health.v1.Health/Check` (L7), or a TCP
-/// connect (L4-only clusters).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheckConfig {
-    #[serde(default = "default_hc_interval", deserialize_with = "duration")]
-    pub interval: Duration,
-    #[serde(default = "default_hc_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Consecutive passes that bring an unhealthy host back.
-    #[serde(default = "default_two")]
-    pub healthy_threshold: u32,
-    /// Consecutive failures that take a healthy host out.
-    #[serde(default = "default_two")]
-    pub unhealthy_threshold: u32,
-    /// The service name asked about; empty means the whole server.
-    #[serde(default)]
-    pub service: String,
-}
-
-impl Default for HealthCheckConfig {
-    fn default() -> Self {
-        HealthCheckConfig {
-            interval: default_hc_interval(),
-            timeout: default_hc_timeout(),
-            healthy_threshold: 2,
-            unhealthy_threshold: 2,
-            service: String::new(),
-        }
-    }
-}
-
-/// Passive outlier detection: consecutive failures eject a host.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutlierConfig {
-    /// Consecutive UNAVAILABLE answers, resets or connection failures that eject.
-    #[serde(default = "default_consecutive_failures")]
-    pub consecutive_failures: u32,
-    /// First ejection time; the n-th ejection lasts n times as long.
-    #[serde(default = "default_base_ejection", deserialize_with = "duration")]
-    pub base_ejection_time: Duration,
-    #[serde(default = "default_max_ejection", deserialize_with = "duration")]
-    pub max_ejection_time: Duration,
-    /// At most this share of the cluster is ejected at once (at least one host may be).
-    #[serde(default = "default_max_ejection_percent")]
-    pub max_ejection_percent: u32,
-}
-
-impl Default for OutlierConfig {
-    fn default() -> Self {
-        OutlierConfig {
-            consecutive_failures: default_consecutive_failures(),
-            base_ejection_time: default_base_ejection(),
-            max_ejection_time: default_max_ejection(),
-            max_ejection_percent: default_max_ejection_percent(),
-        }
-    }
-}
-
-/// When a failed attempt may be tried again on another host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryOn {
-    /// The host's connection or stream was lost before any response byte.
-    Reset,
-    /// The host answered UNAVAILABLE before any response byte was forwarded.
-    Unavailable,
-}
-
-/// Retries. Attempts that provably never reached a host (connect failure,
-/// REFUSED_STREAM, a stream above a GOAWAY's last stream id) are always
-/// retried on another host, whatever this says.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    #[serde(default)]
-    pub retry_on: Vec<RetryOn>,
-    /// Retries per call for the `retry_on` conditions.
-    #[serde(default = "default_two")]
-    pub num_retries: u32,
-    /// Request bytes kept for replay; a call that sent more is never retried.
-    #[serde(default = "default_retry_buffer")]
-    pub buffer_limit: usize,
-    /// Retries in flight may be at most this share of the calls in flight...
-    #[serde(default = "default_budget_percent")]
-    pub budget_percent: f64,
-    /// ...or this many, whichever is larger.
-    #[serde(default = "default_min_retry_concurrency")]
-    pub min_retry_concurrency: u32,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            retry_on: Vec::new(),
-            num_retries: 2,
-            buffer_limit: default_retry_buffer(),
-            budget_percent: default_budget_percent(),
-            min_retry_concurrency: default_min_retry_concurrency(),
-        }
-    }
-}
-
-/// Envoy's circuit breakers: past a limit, calls fail at once with
-/// UNAVAILABLE instead of queueing without bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitBreakers {
-    #[serde(default = "default_limit")]
-    pub max_connections: u64,
-    #[serde(default = "default_limit")]
-    pub max_pending_requests: u64,
-    #[serde(default = "default_limit")]
-    pub max_requests: u64,
-}
-
-impl Default for CircuitBreakers {
-    fn default() -> Self {
-        CircuitBreakers {
-            max_connections: default_limit(),
-            max_pending_requests: default_limit(),
-            max_requests: default_limit(),
-        }
-    }
-}
-
-fn default_hc_interval() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_hc_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_two() -> u32 {
-    2
-}
-fn default_consecutive_failures() -> u32 {
-    5
-}
-fn default_base_ejection() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_ejection() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_max_ejection_percent() -> u32 {
-    50
-}
-fn default_retry_buffer() -> usize {
-    64 << 10
-}
-fn default_budget_percent() -> f64 {
-    20.0
-}
-fn default_min_retry_concurrency() -> u32 {
-    // Envoy uses 3; a crashed host fails every call it carries at once, and
-    // each of those deserves its retry, so the floor is higher here.
-    10
-}
-fn default_limit() -> u64 {
-    1024
-}
-
-/// `true`/`false`, or `on`/`off` as the flag spells it.
-fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OnOff {
-        Bool(bool),
-        Text(String),
-    }
-    match OnOff::deserialize(d)? {
-        OnOff::Bool(b) => Ok(b),
-        OnOff::Text(t) => match t.trim() {
-            "on" | "true" | "yes" => Ok(true),
-            "off" | "false" | "no" => Ok(false),
-            other => Err(serde::de::Error::custom(format!(
-                "expected on or off, got {other:?}"
-            ))),
-        },
-    }
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    match s.as_deref().map(str::trim) {
-        None | Some("") | Some("off") | Some("none") => Ok(None),
-        Some(s) => common::parse_duration(s)
-            .map(|d| (!d.is_zero()).then_some(d))
-            .map_err(serde::de::Error::custom),
-    }
-}
-
-fn default_max_concurrent_streams() -> u32 {
-    100
-}
-fn default_connection_buffer() -> usize {
-    1 << 20
-}
-fn default_stream_stall_timeout() -> Option<Duration> {
-    Some(Duration::from_secs(30))
-}
-fn default_downstream_keepalive() -> Option<Duration> {
-    Some(Duration::from_secs(60))
-}
-fn default_downstream_keepalive_timeout() -> Duration {
-    Duration::from_secs(20)
-}
-fn default_upstream_keepalive() -> Option<Duration> {
-    Some(Duration::from_millis(500))
-}
-fn default_upstream_keepalive_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn default_listener_name() -> String {
-    "ingress".into()
-}
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8000))
-}
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8001))
-}
-fn default_cluster_name() -> String {
-    "backend".into()
-}
-fn default_dns_refresh() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(1)
 }
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_true() -> bool {
     true
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    common::parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-impl ClusterConfig {
-    /// A cluster named `name` over `upstreams`, everything else default.
-    pub fn new(name: &str, upstreams: Vec<Upstream>) -> Self {
-        ClusterConfig {
-            name: name.into(),
-            upstreams,
-            lb: LbPolicy::default(),
-            dns_refresh: default_dns_refresh(),
-            connect_timeout: default_connect_timeout(),
-            health_check: None,
-            outlier_detection: None,
-            retry: RetryConfig::default(),
-            circuit_breakers: CircuitBreakers::default(),
-            request_timeout: None,
-            idle_timeout: None,
-            tls: None,
-            keepalive_interval: default_upstream_keepalive(),
-            keepalive_timeout: default_upstream_keepalive_timeout(),
-        }
-    }
-}
-
-impl ListenerConfig {
-    /// A listener named `ingress` on `address`, sending to `cluster`.
-    pub fn new(address: SocketAddr, mode: Mode, cluster: &str) -> Self {
-        ListenerConfig {
-            name: default_listener_name(),
-            address,
-            mode,
-            cluster: cluster.into(),
-            tls: None,
-            generate_request_id: true,
-            max_concurrent_streams: default_max_concurrent_streams(),
-            per_connection_buffer_limit_bytes: default_connection_buffer(),
-            stream_stall_timeout: default_stream_stall_timeout(),
-            keepalive_interval: default_downstream_keepalive(),
-            keepalive_timeout: default_downstream_keepalive_timeout(),
-        }
-    }
 }
 
 /// The file as written; turned into a [`Config`] by [`Config::load`].
@@ -718,7 +130,16 @@ impl Config {
             }
             None => None,
         };
-        Self::merge(file, cli)
+        let mut config = Self::merge(file, cli)?;
+        if cli.config.is_some() {
+            config.source = Some(cli.clone());
+        }
+        Ok(config)
+    }
+
+    /// The file a reload reads, if the configuration came from one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.source.as_ref().and_then(|c| c.config.as_deref())
     }
 
     fn merge(file: Option<FileConfig>, cli: &Cli) -> Result<Self, ConfigError> {
@@ -743,8 +164,12 @@ impl Config {
                 .cluster_name
                 .clone()
                 .or_else(|| clusters.first().map(|c| c.name.clone()))
-                .unwrap_or_else(default_cluster_name);
-            listeners.push(ListenerConfig::new(default_listen(), Mode::L7, &cluster));
+                .unwrap_or_else(cluster::default_cluster_name);
+            listeners.push(ListenerConfig::new(
+                listener::default_listen(),
+                Mode::L7,
+                &cluster,
+            ));
         }
         if let Some(first) = listeners.first_mut() {
             if let Some(addr) = cli.listen {
@@ -763,7 +188,10 @@ impl Config {
                 first.generate_request_id = switch == Switch::On;
             }
         }
-        let target = listeners[0].cluster.clone();
+        listener::normalize(&mut listeners, &mut problems);
+        let target = listeners[0]
+            .first_cluster()
+            .map_or_else(cluster::default_cluster_name, str::to_owned);
         let flags_touch_cluster = !cli.upstreams.is_empty()
             || cli.upstream_tls_ca.is_some()
             || cli.health_check_interval.is_some()
@@ -784,7 +212,7 @@ impl Config {
             let cluster = &mut clusters[index];
             if let Some(name) = &cli.cluster_name {
                 cluster.name = name.clone();
-                listeners[0].cluster = name.clone();
+                listeners[0].rename_cluster(&target, name);
             }
             if !cli.upstreams.is_empty() {
                 cluster.upstreams.clear();
@@ -870,6 +298,7 @@ impl Config {
             dns_resolvers,
             workers: cli.workers.unwrap_or(file.workers),
             drain_timeout: cli.drain_timeout.unwrap_or(file.drain_timeout),
+            source: None,
         };
         problems.extend(config.problems(from_file));
         if problems.is_empty() {
@@ -882,151 +311,12 @@ impl Config {
     /// Checks what serde and clap could not; returns every problem found.
     fn problems(&self, from_file: bool) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        for c in &self.clusters {
-            if !names.insert(c.name.as_str()) {
-                problems.push(format!("cluster {:?} is defined twice", c.name));
-            }
-            if c.name.is_empty() || c.name.contains("::") || c.name.contains(char::is_whitespace) {
-                problems.push(format!(
-                    "cluster name {:?} must be non-empty, without spaces or `::`",
-                    c.name
-                ));
-            }
-            if c.upstreams.is_empty() {
-                let hint = if from_file {
-                    "list them under `upstreams:`"
-                } else {
-                    "give --upstream HOST:PORT (or a config file with --config)"
-                };
-                problems.push(format!("cluster {:?} has no upstreams: {hint}", c.name));
-            }
-            if c.dns_refresh < Duration::from_millis(100) {
-                problems.push(format!(
-                    "cluster {:?}: dns_refresh must be at least 100ms",
-                    c.name
-                ));
-            }
-            if c.connect_timeout.is_zero() {
-                problems.push(format!(
-                    "cluster {:?}: connect_timeout must be more than zero",
-                    c.name
-                ));
-            }
-            if let Some(hc) = &c.health_check {
-                if hc.interval < Duration::from_millis(10) || hc.timeout.is_zero() {
-                    problems.push(format!(
-                        "cluster {:?}: health_check interval must be at least 10ms and timeout more than zero",
-                        c.name
-                    ));
-                }
-                if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
-                    problems.push(format!(
-                        "cluster {:?}: health_check thresholds must be at least 1",
-                        c.name
-                    ));
-                }
-            }
-            if let Some(od) = &c.outlier_detection {
-                if od.consecutive_failures == 0 {
-                    problems.push(format!(
-                        "cluster {:?}: outlier_detection.consecutive_failures must be at least 1",
-                        c.name
-                    ));
-                }
-                if od.base_ejection_time.is_zero() || od.max_ejection_time < od.base_ejection_time {
-                    problems.push(format!(
-                        "cluster {:?}: outlier_detection needs 0 < base_ejection_time <= max_ejection_time",
-                        c.name
-                    ));
-                }
-                if od.max_ejection_percent > 100 {
-                    problems.push(format!(
-                        "cluster {:?}: outlier_detection.max_ejection_percent must be 0-100",
-                        c.name
-                    ));
-                }
-            }
-            if !(0.0..=100.0).contains(&c.retry.budget_percent) {
-                problems.push(format!(
-                    "cluster {:?}: retry.budget_percent must be 0-100",
-                    c.name
-                ));
-            }
-            if let Some(tls) = &c.tls {
-                if let Err(e) = crate::tls::client_config(&tls.ca) {
-                    problems.push(format!("cluster {:?}: upstream TLS: {e}", c.name));
-                }
-                if let Some(name) = &tls.server_name
-                    && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
-                {
-                    problems.push(format!(
-                        "cluster {:?}: upstream TLS server_name {name:?} is not a valid name",
-                        c.name
-                    ));
-                }
-            }
-            if c.keepalive_timeout.is_zero() {
-                problems.push(format!(
-                    "cluster {:?}: keepalive_timeout must be more than zero",
-                    c.name
-                ));
-            }
-            let cb = &c.circuit_breakers;
-            if cb.max_connections == 0 || cb.max_pending_requests == 0 || cb.max_requests == 0 {
-                problems.push(format!(
-                    "cluster {:?}: circuit_breakers limits must be at least 1",
-                    c.name
-                ));
-            }
-        }
-        let mut listener_names = std::collections::HashSet::new();
-        let mut addrs = std::collections::HashSet::new();
-        for l in &self.listeners {
-            if !listener_names.insert(l.name.as_str()) {
-                problems.push(format!("listener {:?} is defined twice", l.name));
-            }
-            if l.address.port() != 0 && !addrs.insert(l.address) {
-                problems.push(format!("two listeners use {}", l.address));
-            }
-            if let Some(tls) = &l.tls {
-                if l.mode == Mode::L4 {
-                    problems.push(format!(
-                        "listener {:?}: TLS needs mode l7 (an L4 listener passes TLS through untouched)",
-                        l.name
-                    ));
-                } else if let Err(e) = crate::tls::server_config(&tls.cert, &tls.key) {
-                    problems.push(format!("listener {:?}: {e}", l.name));
-                }
-            }
-            if l.max_concurrent_streams == 0 {
-                problems.push(format!(
-                    "listener {:?}: max_concurrent_streams must be at least 1",
-                    l.name
-                ));
-            }
-            if l.per_connection_buffer_limit_bytes < 16 << 10 {
-                problems.push(format!(
-                    "listener {:?}: per_connection_buffer_limit_bytes must be at least 16384",
-                    l.name
-                ));
-            }
-            if l.keepalive_timeout.is_zero() {
-                problems.push(format!(
-                    "listener {:?}: keepalive_timeout must be more than zero",
-                    l.name
-                ));
-            }
-            if !names.contains(l.cluster.as_str()) {
-                problems.push(format!(
-                    "listener {:?} routes to cluster {:?}, which is not defined",
-                    l.name, l.cluster
-                ));
-            }
-        }
+        let mut names = HashSet::new();
+        problems.extend(cluster::problems(&self.clusters, from_file, &mut names));
+        problems.extend(listener::problems(&self.listeners, &names));
         if let Some(admin) = self.admin
             && admin.port() != 0
-            && addrs.contains(&admin)
+            && self.listeners.iter().any(|l| l.address == admin)
         {
             problems.push(format!(
                 "the admin interface and a listener both use {admin}"
@@ -1046,121 +336,8 @@ impl Config {
     /// A human summary, printed by `--validate`.
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        for l in &self.listeners {
-            let mut details = l.mode.to_string();
-            if let Some(t) = &l.tls {
-                details.push_str(&format!(", TLS with {}", t.cert.display()));
-            }
-            if l.mode == Mode::L7 && !l.generate_request_id {
-                details.push_str(", no generated x-request-id");
-            }
-            out.push_str(&format!(
-                "listener {} on {} ({details}) -> cluster {}\n",
-                l.name, l.address, l.cluster
-            ));
-            if l.mode == Mode::L7 {
-                let off = || "off".to_owned();
-                out.push_str(&format!(
-                    "  per client connection: {} streams, {} bytes of unread answers; stall timeout {}; PING every {} (timeout {})\n",
-                    l.max_concurrent_streams,
-                    l.per_connection_buffer_limit_bytes,
-                    l.stream_stall_timeout.map_or_else(off, common::format_duration),
-                    l.keepalive_interval.map_or_else(off, common::format_duration),
-                    common::format_duration(l.keepalive_timeout),
-                ));
-            }
-        }
-        for c in &self.clusters {
-            let ups: Vec<String> = c
-                .upstreams
-                .iter()
-                .map(|u| {
-                    if u.ip().is_some() {
-                        format!("{u} (static)")
-                    } else {
-                        format!("{u} (DNS every {})", common::format_duration(c.dns_refresh))
-                    }
-                })
-                .collect();
-            out.push_str(&format!(
-                "cluster {}: {}, lb {}, connect timeout {}\n",
-                c.name,
-                ups.join(", "),
-                c.lb,
-                common::format_duration(c.connect_timeout)
-            ));
-            if let Some(tls) = &c.tls {
-                out.push_str(&format!(
-                    "  TLS to hosts, CA {}{}\n",
-                    tls.ca.display(),
-                    tls.server_name
-                        .as_ref()
-                        .map_or_else(String::new, |n| format!(", server name {n}"))
-                ));
-            }
-            match &c.health_check {
-                Some(hc) => out.push_str(&format!(
-                    "  health checks every {} (timeout {}, unhealthy after {}, healthy after {}{})\n",
-                    common::format_duration(hc.interval),
-                    common::format_duration(hc.timeout),
-                    hc.unhealthy_threshold,
-                    hc.healthy_threshold,
-                    if hc.service.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", service {}", hc.service)
-                    }
-                )),
-                None => out.push_str("  health checks off\n"),
-            }
-            match &c.outlier_detection {
-                Some(od) => out.push_str(&format!(
-                    "  outlier detection: eject after {} failures for {} (max {}, at most {}% of hosts)\n",
-                    od.consecutive_failures,
-                    common::format_duration(od.base_ejection_time),
-                    common::format_duration(od.max_ejection_time),
-                    od.max_ejection_percent
-                )),
-                None => out.push_str("  outlier detection off\n"),
-            }
-            let on: Vec<String> = c
-                .retry
-                .retry_on
-                .iter()
-                .map(|r| format!("{r:?}").to_lowercase())
-                .collect();
-            out.push_str(&format!(
-                "  retries: refused streams always; {} (up to {}, buffer {} bytes, budget {}% / min {})\n",
-                if on.is_empty() {
-                    "nothing else".to_owned()
-                } else {
-                    on.join(", ")
-                },
-                c.retry.num_retries,
-                c.retry.buffer_limit,
-                c.retry.budget_percent,
-                c.retry.min_retry_concurrency
-            ));
-            let cb = &c.circuit_breakers;
-            out.push_str(&format!(
-                "  limits: {} connections, {} pending, {} requests; request timeout {}, idle timeout {}\n",
-                cb.max_connections,
-                cb.max_pending_requests,
-                cb.max_requests,
-                c.request_timeout
-                    .map_or_else(|| "none".to_owned(), common::format_duration),
-                c.idle_timeout
-                    .map_or_else(|| "none".to_owned(), common::format_duration),
-            ));
-            out.push_str(&match c.keepalive_interval {
-                Some(i) => format!(
-                    "  host connections: PING every {} (timeout {})\n",
-                    common::format_duration(i),
-                    common::format_duration(c.keepalive_timeout)
-                ),
-                None => "  host connections: no PING\n".to_owned(),
-            });
-        }
+        listener::summary(&self.listeners, &mut out);
+        cluster::summary(&self.clusters, &mut out);
         match self.admin {
             Some(a) => out.push_str(&format!("admin on {a}\n")),
             None => out.push_str("admin off\n"),
@@ -1199,6 +376,7 @@ fn parse_resolver(s: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("proxy").chain(args.iter().copied())).expect("flags")
@@ -1222,8 +400,8 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(config.listeners.len(), 1);
-        assert_eq!(config.listeners[0].address, default_listen());
-        assert_eq!(config.listeners[0].cluster, "backend");
+        assert_eq!(config.listeners[0].address, listener::default_listen());
+        assert_eq!(config.listeners[0].only_cluster(), Some("backend"));
         let cluster = config.cluster("backend").expect("cluster");
         assert_eq!(cluster.upstreams[0].host, "backend");
         assert_eq!(cluster.lb, LbPolicy::LeastRequest);

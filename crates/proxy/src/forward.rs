@@ -37,6 +37,7 @@ use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use h2::server::SendResponse;
@@ -49,9 +50,10 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cluster::{Cluster, Host, RequestGuard, Stat};
-use crate::config::RetryOn;
+use crate::config::{RetryConfig, RetryOn};
 use crate::grpc::{self, code};
 use crate::outlier::{self, Verdict};
+use crate::route::RouteTable;
 use crate::upstream::UpstreamError;
 
 /// Per-listener statistics, named as Envoy names them under `http.<listener>.`.
@@ -77,6 +79,8 @@ pub struct ListenerStats {
     pub downstream_cx_premature_reset: Stat,
     /// Client connections closed because they did not answer a PING.
     pub downstream_cx_keepalive_timeout: Stat,
+    /// Requests that matched no route (answered UNIMPLEMENTED, or 404).
+    pub no_route: Stat,
 }
 
 /// A stream reset by its client within this long of its start is premature
@@ -127,11 +131,14 @@ impl ConnState {
     }
 }
 
-/// What a listener's calls need.
+/// What a listener's connections and calls need: one version of the
+/// listener's settings, read by each connection when it is accepted. The
+/// routes are read by each call (they change on reload for calls already
+/// on open connections too); the statistics outlive reloads.
 #[derive(Debug)]
-pub struct Route {
+pub struct Ingress {
     pub listener: String,
-    pub cluster: Arc<Cluster>,
+    pub routes: Arc<ArcSwap<RouteTable>>,
     pub access_log: AccessLog,
     pub stats: Arc<ListenerStats>,
     /// Cancelled when the drain deadline passes: calls still running end with
@@ -152,7 +159,7 @@ pub struct Route {
     pub keepalive: Option<(Duration, Duration)>,
     /// Lines about protocol abuse (rapid reset, unanswered PINGs), at most
     /// one per interval for the whole listener.
-    pub abuse_log: LogLimiter,
+    pub abuse_log: Arc<LogLimiter>,
 }
 
 /// Lets a kind of log line through at most once per interval, counting what
@@ -216,7 +223,7 @@ impl Outcome {
 
 /// Handles one client stream to the end.
 pub async fn handle(
-    route: Arc<Route>,
+    ingress: Arc<Ingress>,
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
     conn: &ConnState,
@@ -224,42 +231,82 @@ pub async fn handle(
     let started = Instant::now();
     conn.streams.fetch_add(1, Relaxed);
     let start_time = SystemTime::now();
-    let stats = Arc::clone(&route.stats);
+    let stats = Arc::clone(&ingress.stats);
     stats.downstream_rq_total.inc();
     stats.downstream_rq_active.inc();
 
     let (mut parts, mut body) = request.into_parts();
-    ensure_request_id(&mut parts.headers, route.generate_request_id);
+    ensure_request_id(&mut parts.headers, ingress.generate_request_id);
     let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
-    let cluster = &route.cluster.config;
+    let table = ingress.routes.load_full();
+    let mut respond = respond;
+    let Some(route) = table.find(&parts) else {
+        stats.no_route.inc();
+        let message = format!("no route for {}", parts.uri.path());
+        let outcome = local(
+            &mut respond,
+            grpc,
+            code::UNIMPLEMENTED,
+            &message,
+            "NR",
+            false,
+        );
+        tracing::debug!(path = parts.uri.path(), "no route");
+        finish(
+            &ingress, &parts, &outcome, &record, started, start_time, conn,
+        );
+        drain_request(body).await;
+        return;
+    };
+    let cluster = route.pick();
     let grpc_deadline = parts
         .headers
         .get(grpc::header::GRPC_TIMEOUT)
         .and_then(|v| common::parse_grpc_timeout(v.as_bytes()))
         .map(|timeout| started + timeout);
-    let cap = cluster.request_timeout.map(|t| started + t);
+    let cap = route
+        .timeout
+        .unwrap_or(cluster.config.request_timeout)
+        .map(|t| started + t);
     let deadline = match (grpc_deadline, cap) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
 
     let mut call = Call {
-        cluster: &route.cluster,
+        cluster,
+        retry: route.retry.as_ref().unwrap_or(&cluster.config.retry),
         grpc,
         deadline,
-        idle_timeout: cluster.idle_timeout,
-        cut: &route.cut,
+        idle_timeout: cluster.config.idle_timeout,
+        cut: &ingress.cut,
         started,
         respond,
         record: &mut record,
         conn,
-        stall_timeout: route.stream_stall_timeout,
+        stall_timeout: ingress.stream_stall_timeout,
     };
     // Boxed: the call's state machine is large, and the connection's set of
     // calls holding it inline would copy it in and out.
     let outcome = Box::pin(call.run(&parts, &mut body)).await;
+    finish(
+        &ingress, &parts, &outcome, &record, started, start_time, conn,
+    );
+    drain_request(body).await;
+}
 
+/// Counts a finished call for its listener and writes its access-log line.
+fn finish(
+    ingress: &Ingress,
+    parts: &Parts,
+    outcome: &Outcome,
+    record: &Record,
+    started: Instant,
+    start_time: SystemTime,
+    conn: &ConnState,
+) {
+    let stats = &ingress.stats;
     match outcome.response_code {
         200..=299 => stats.downstream_rq_2xx.inc(),
         400..=499 => stats.downstream_rq_4xx.inc(),
@@ -282,8 +329,8 @@ pub async fn handle(
         stats.downstream_rq_stalled.inc();
     }
     stats.downstream_rq_active.dec();
-    if route.access_log.is_on() {
-        let mut entry = Entry::new(start_time, &parts);
+    if ingress.access_log.is_on() {
+        let mut entry = Entry::new(start_time, parts);
         entry.response_code = outcome.response_code;
         entry.flags = outcome.flags;
         entry.duration_ms = started.elapsed().as_millis() as u64;
@@ -291,9 +338,8 @@ pub async fn handle(
         entry.bytes_received = record.bytes_received;
         entry.bytes_sent = record.bytes_sent;
         entry.upstream_service_time_ms = record.upstream_service_time_ms;
-        route.access_log.log(&entry);
+        ingress.access_log.log(&entry);
     }
-    drain_request(body).await;
 }
 
 /// How much of a request [`drain_request`] reads after its response is complete.
@@ -512,6 +558,7 @@ enum Retry {
 /// Decides, when a head arrives, whether a failed attempt may be retried.
 struct RetryGate<'a> {
     cluster: &'a Cluster,
+    policy: &'a RetryConfig,
     replay: &'a Mutex<Replay>,
     /// Hosts tried so far, this one included.
     tried: usize,
@@ -536,7 +583,7 @@ impl RetryGate<'_> {
         if why == Retry::Refused {
             return true;
         }
-        let policy = &self.cluster.config.retry;
+        let policy = self.policy;
         let wanted = match why {
             Retry::Reset => RetryOn::Reset,
             _ => RetryOn::Unavailable,
@@ -642,6 +689,8 @@ impl Drop for GaugeSlot<'_> {
 
 struct Call<'a> {
     cluster: &'a Arc<Cluster>,
+    /// The route's retry policy, or the cluster's.
+    retry: &'a RetryConfig,
     grpc: bool,
     deadline: Option<Instant>,
     idle_timeout: Option<Duration>,
@@ -683,10 +732,7 @@ impl Call<'_> {
         }
         let held = Held::new(&cluster, GaugeSlot(&stats.calls_admitted));
 
-        let replay = Mutex::new(Replay::new(
-            cluster.config.retry.buffer_limit,
-            body.is_end_stream(),
-        ));
+        let replay = Mutex::new(Replay::new(self.retry.buffer_limit, body.is_end_stream()));
         let mut tried: Tried = SmallVec::new();
         let mut retries = 0u32;
         let mut retry_slot = None;
@@ -746,6 +792,7 @@ impl Call<'_> {
 
             let gate = RetryGate {
                 cluster: &cluster,
+                policy: self.retry,
                 replay: &replay,
                 tried: tried.len(),
                 retries,

@@ -101,6 +101,8 @@ fn http_status(code: u16) -> StatusCode {
     match code {
         code::DEADLINE_EXCEEDED => StatusCode::GATEWAY_TIMEOUT,
         code::RESOURCE_EXHAUSTED | code::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        // No route: Envoy's 404.
+        code::UNIMPLEMENTED => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_GATEWAY,
     }
 }

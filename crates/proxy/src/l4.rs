@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,17 +33,19 @@ pub struct Tcp {
 }
 
 /// Accepts until `shutdown`; open connections keep copying until either side
-/// closes (they are owned by `tasks`).
+/// closes (they are owned by `tasks`). Each connection goes to the cluster
+/// `current` names when it is accepted (a reload may change it).
 pub async fn serve(
     listener: TcpListener,
-    tcp: Arc<Tcp>,
+    current: Arc<ArcSwap<Tcp>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let name = tcp.listener.clone();
+    let name = current.load().listener.clone();
     crate::server::accept_loop(listener, &name, shutdown, |client, peer| {
+        let tcp = current.load_full();
         let span = tracing::debug_span!("tcp", listener = %tcp.listener, %peer);
-        tasks.spawn(proxy(client, peer, Arc::clone(&tcp)).instrument(span));
+        tasks.spawn(proxy(client, peer, tcp).instrument(span));
     })
     .await;
 }

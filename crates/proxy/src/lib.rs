@@ -7,9 +7,12 @@
 //! it does in Envoy's admin formats.
 //!
 //! # Layout
-//! - [`config`]: flags, the YAML file, validation.
+//! - [`config`]: flags, the YAML file, validation, one file per section.
+//! - [`reload`]: what runs (listeners, clusters) and how a new configuration
+//!   replaces it live (SIGHUP, file change) without dropping a connection.
 //! - [`server`]: the L7 listener: preface check, HTTP/2 sessions with clients.
-//! - [`forward`]: one call: pick, open the upstream stream, pipe both ways.
+//! - [`forward`]: one call: route, pick, open the upstream stream, pipe both ways.
+//! - [`route`]: how a call finds its cluster (virtual hosts, routes, weights).
 //! - [`balance`]: how a host is picked (round robin, least request, random).
 //! - [`cluster`]: hosts, their state and statistics; membership changes.
 //! - [`discovery`]: DNS resolution and refresh (STRICT_DNS semantics).
@@ -36,6 +39,8 @@ pub mod grpc;
 pub mod health;
 pub mod l4;
 pub mod outlier;
+pub mod reload;
+pub mod route;
 pub mod server;
 pub mod tls;
 pub mod upstream;
@@ -51,19 +56,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
-use crate::admin::{AdminState, ListenerInfo};
-use crate::cluster::Cluster;
+use crate::admin::AdminState;
 pub use crate::config::Config;
 use crate::config::Mode;
-use crate::discovery::{Discovery, Resolver};
-use crate::forward::{ListenerStats, Route};
+use crate::discovery::Resolver;
 
-/// How long start-up waits for the first DNS answers before serving anyway.
-const FIRST_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often certificate files are checked for changes.
-const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
-/// At most one log line about client protocol abuse per listener this often.
-const ABUSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long upstream connections get to close after the last call finished.
 const UPSTREAM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -134,67 +131,18 @@ impl Listeners {
     }
 }
 
-/// Reloads listener certificates on SIGHUP, and when their files change.
-async fn reload_certificates(certificates: Vec<Arc<tls::ServerTls>>, stop: CancellationToken) {
-    #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates reload only on file change");
-            None
-        }
-    };
-    let reload = |cert: &tls::ServerTls, why: &str| match cert.reload() {
-        Ok(()) => {
-            tracing::info!(cert = %cert.cert_path().display(), why, "TLS certificate reloaded")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, why, "TLS certificate reload failed; keeping the old one")
-        }
-    };
-    loop {
-        #[cfg(unix)]
-        let hup = async {
-            match hangup.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup = std::future::pending::<()>();
-        tokio::select! {
-            () = hup => {
-                if certificates.is_empty() {
-                    tracing::info!("SIGHUP: no TLS listener, nothing to reload");
-                }
-                for cert in &certificates {
-                    reload(cert, "SIGHUP");
-                }
-            }
-            () = tokio::time::sleep(CERTIFICATE_POLL), if !certificates.is_empty() => {
-                for cert in &certificates {
-                    if cert.changed_on_disk() {
-                        reload(cert, "files changed");
-                    }
-                }
-            }
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
 /// Calls in flight (L7) plus open connections (L4), for the drain's logs.
-fn count_in_flight(clusters: &[Arc<Cluster>], listeners: &[(Mode, Arc<ListenerStats>)]) -> u64 {
-    let calls: u64 = clusters
+fn count_in_flight(snapshot: &reload::Snapshot) -> u64 {
+    let calls: u64 = snapshot
+        .clusters
         .iter()
         .map(|c| c.stats.upstream_rq_active.get())
         .sum();
-    let tcp: u64 = listeners
+    let tcp: u64 = snapshot
+        .listeners
         .iter()
-        .filter(|(mode, _)| *mode == Mode::L4)
-        .map(|(_, stats)| stats.downstream_cx_active.get())
+        .filter(|l| l.mode == Mode::L4)
+        .map(|l| l.stats.downstream_cx_active.get())
         .sum();
     calls + tcp
 }
@@ -233,118 +181,18 @@ pub async fn run_with_log(
         (AccessLog::off(), None)
     };
 
-    // Clusters first: resolve once so the first calls find hosts.
-    let resolver = Resolver::new(&config.dns_resolvers);
-    let mut clusters = Vec::new();
-    for cluster_config in &config.clusters {
-        let http2 = config
-            .listeners
-            .iter()
-            .any(|l| l.cluster == cluster_config.name && l.mode == Mode::L7);
-        let tls = match &cluster_config.tls {
-            Some(t) => Some(tls::ClientTls::new(&t.ca, t.server_name.clone()).map_err(
-                |source| Error::Tls {
-                    what: format!("cluster {}", cluster_config.name),
-                    source,
-                },
-            )?),
-            None => None,
-        };
-        let cluster = Cluster::new(cluster_config.clone(), background.clone(), http2, tls);
-        let mut discovery = Discovery::new(Arc::clone(&cluster), resolver.clone());
-        if tokio::time::timeout(FIRST_RESOLVE_TIMEOUT, discovery.refresh())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                cluster = cluster.name(),
-                "first DNS resolution is slow; serving meanwhile"
-            );
-        }
-        background.spawn(discovery.run(stop_background.clone()));
-        background.spawn(health::run(Arc::clone(&cluster), stop_background.clone()));
-        background.spawn(outlier::run(Arc::clone(&cluster), stop_background.clone()));
-        clusters.push(cluster);
-    }
-    let cluster_named = |name: &str| {
-        clusters
-            .iter()
-            .find(|c| c.name() == name)
-            .cloned()
-            .expect("validated: every listener's cluster exists")
+    let shared = reload::Shared {
+        access_log: access_log.clone(),
+        resolver: Resolver::new(&config.dns_resolvers),
+        calls: calls.clone(),
+        background: background.clone(),
+        stop_accepting: stop_accepting.clone(),
+        stop_background: stop_background.clone(),
+        cut: cut.clone(),
     };
-
-    let mut infos = Vec::new();
-    let mut certificates = Vec::new();
-    for (l, listener) in config.listeners.iter().zip(listeners.proxy) {
-        let stats = Arc::new(ListenerStats::default());
-        let cluster = cluster_named(&l.cluster);
-        let addr = listener.local_addr().unwrap_or(l.address);
-        infos.push(ListenerInfo {
-            name: l.name.clone(),
-            address: addr,
-            mode: l.mode,
-            cluster: l.cluster.clone(),
-            stats: Arc::clone(&stats),
-        });
-        tracing::info!(listener = %l.name, %addr, mode = %l.mode, cluster = %l.cluster, "listening");
-        match l.mode {
-            Mode::L7 => {
-                let tls = match &l.tls {
-                    Some(t) => {
-                        let loaded =
-                            tls::ServerTls::load(&t.cert, &t.key).map_err(|source| Error::Tls {
-                                what: format!("listener {}", l.name),
-                                source,
-                            })?;
-                        let loaded = Arc::new(loaded);
-                        certificates.push(Arc::clone(&loaded));
-                        Some(loaded)
-                    }
-                    None => None,
-                };
-                let route = Arc::new(Route {
-                    tls,
-                    listener: l.name.clone(),
-                    cluster,
-                    access_log: access_log.clone(),
-                    stats,
-                    cut: cut.clone(),
-                    generate_request_id: l.generate_request_id,
-                    stream_stall_timeout: l.stream_stall_timeout,
-                    max_concurrent_streams: l.max_concurrent_streams,
-                    per_connection_buffer_limit: l.per_connection_buffer_limit_bytes,
-                    keepalive: l.keepalive_interval.map(|i| (i, l.keepalive_timeout)),
-                    abuse_log: forward::LogLimiter::new(ABUSE_LOG_INTERVAL),
-                });
-                calls.spawn(server::serve(
-                    listener,
-                    route,
-                    stop_accepting.clone(),
-                    calls.clone(),
-                ));
-            }
-            Mode::L4 => {
-                let tcp = Arc::new(l4::Tcp {
-                    listener: l.name.clone(),
-                    cluster,
-                    stats,
-                    cut: cut.clone(),
-                });
-                calls.spawn(l4::serve(
-                    listener,
-                    tcp,
-                    stop_accepting.clone(),
-                    calls.clone(),
-                ));
-            }
-        }
-    }
-
-    let infos_for_drain: Vec<(Mode, Arc<ListenerStats>)> = infos
-        .iter()
-        .map(|i| (i.mode, Arc::clone(&i.stats)))
-        .collect();
+    let live = reload::Live::start(shared, config, listeners.proxy).await?;
+    let snapshot = Arc::clone(&live.snapshot);
+    let reload_stats = Arc::clone(&live.stats);
     let admin_stop = CancellationToken::new();
     let admin_task = listeners.admin.map(|admin| {
         match admin.local_addr() {
@@ -352,8 +200,8 @@ pub async fn run_with_log(
             Err(e) => tracing::warn!(error = %e, "admin interface listening on an unknown address"),
         }
         let state = Arc::new(AdminState {
-            clusters: clusters.clone(),
-            listeners: infos,
+            snapshot: Arc::clone(&snapshot),
+            reload: Arc::clone(&reload_stats),
             ready: Arc::clone(&ready),
             started,
             access_log_dropped: Arc::clone(&access_log.dropped),
@@ -369,27 +217,32 @@ pub async fn run_with_log(
         })
     });
 
-    background.spawn(reload_certificates(certificates, stop_background.clone()));
+    let watching = tokio::spawn(reload::watch(live, stop_accepting.clone()));
     ready.store(true, Ordering::Relaxed);
-    tracing::info!(clusters = clusters.len(), "proxy ready");
+    tracing::info!(clusters = snapshot.load().clusters.len(), "proxy ready");
     shutdown.await;
 
     // Stage 1: fail /ready, stop accepting, GOAWAY to every client.
     ready.store(false, Ordering::Relaxed);
-    let in_flight = count_in_flight(&clusters, &infos_for_drain);
+    let in_force = snapshot.load_full();
+    let drain_timeout = in_force.config.drain_timeout;
+    let in_flight = count_in_flight(&in_force);
     tracing::info!(
         in_flight,
-        drain_timeout = %common::format_duration(config.drain_timeout),
+        drain_timeout = %common::format_duration(drain_timeout),
         "draining: /ready fails, GOAWAY sent to clients, calls (and L4 connections) in flight may finish"
     );
     stop_accepting.cancel();
+    // A reload in progress finishes first: what it starts is drained too.
+    let _ = watching.await;
+    let in_force = snapshot.load_full();
     calls.close();
     // Stage 2: let calls in flight finish, up to the deadline.
-    if tokio::time::timeout(config.drain_timeout, calls.wait())
+    if tokio::time::timeout(drain_timeout, calls.wait())
         .await
         .is_err()
     {
-        let left = count_in_flight(&clusters, &infos_for_drain);
+        let left = count_in_flight(&in_force);
         tracing::warn!(
             calls_cut = left,
             "drain timeout passed; ending what is left with UNAVAILABLE"
@@ -401,7 +254,7 @@ pub async fn run_with_log(
     }
     // Stage 3: stop discovery and close upstream connections.
     stop_background.cancel();
-    for cluster in &clusters {
+    for cluster in &in_force.clusters {
         cluster.shut_down();
     }
     background.close();
@@ -411,7 +264,8 @@ pub async fn run_with_log(
         let _ = task.await;
     }
     drop(access_log);
-    drop(clusters);
+    drop(in_force);
+    drop(snapshot);
     if let Some(thread) = log_thread {
         // The writer ends once every call holding the log is gone; calls cut
         // at the drain deadline may still hold it, so do not wait forever.

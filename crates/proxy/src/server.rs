@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::forward::{self, Route};
+use arc_swap::ArcSwap;
+
+use crate::forward::{self, Ingress};
 
 /// The client connection preface of HTTP/2 (RFC 9113 section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -47,16 +49,21 @@ const YIELD_EVERY_CALLS: u32 = 8;
 /// Accepts until `shutdown`, then returns; connections already accepted (and
 /// their calls, which run inside them) are drained by their own tasks, owned
 /// by `tasks`.
+///
+/// Each connection takes the listener's settings as they are when it is
+/// accepted (`current` changes on a reload); `shutdown` is the listener's own
+/// (a reload that removes the listener cancels it) or the whole proxy's.
 pub async fn serve(
     listener: TcpListener,
-    route: Arc<Route>,
+    current: Arc<ArcSwap<Ingress>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let name = route.listener.clone();
+    let name = current.load().listener.clone();
     accept_loop(listener, &name, shutdown.clone(), |tcp, peer| {
-        let span = tracing::debug_span!("conn", listener = %route.listener, %peer);
-        let connection = connection(tcp, peer, Arc::clone(&route), shutdown.clone());
+        let ingress = current.load_full();
+        let span = tracing::debug_span!("conn", listener = %ingress.listener, %peer);
+        let connection = connection(tcp, peer, ingress, shutdown.clone());
         tasks.spawn(connection.instrument(span));
     })
     .await;
@@ -92,7 +99,7 @@ pub(crate) async fn accept_loop(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    route: Arc<Route>,
+    route: Arc<Ingress>,
     shutdown: CancellationToken,
 ) {
     let stats = Arc::clone(&route.stats);
@@ -118,7 +125,7 @@ async fn connection(
 async fn tls_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    route: Arc<Route>,
+    route: Arc<Ingress>,
     shutdown: CancellationToken,
     tls: Arc<crate::tls::ServerTls>,
 ) {
@@ -144,7 +151,7 @@ async fn tls_connection(
 async fn checked<T>(
     step: impl std::future::Future<Output = Result<T, String>>,
     peer: SocketAddr,
-    route: &Route,
+    route: &Ingress,
     shutdown: &CancellationToken,
 ) -> Option<T> {
     let outcome = tokio::select! {
@@ -174,7 +181,7 @@ async fn checked<T>(
 /// task to spawn per call, no wake-up crossing tasks between a call and its
 /// client connection. Calls of different clients still run in parallel on a
 /// multi-threaded runtime, and each call's host connection is its own task.
-async fn serve_h2<T>(io: T, peer: SocketAddr, route: Arc<Route>, shutdown: CancellationToken)
+async fn serve_h2<T>(io: T, peer: SocketAddr, route: Arc<Ingress>, shutdown: CancellationToken)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
