@@ -41,6 +41,9 @@ class Process:
 
     `ready` is a regex over stderr lines with one group: the address. The
     process is killed (and waited for) on `stop`, so no test leaves one behind.
+    `lines` holds what it wrote on both streams in arrival order;
+    `stderr_lines` (the logs) and `stdout_lines` (the proxy's access log)
+    each stream alone.
     """
 
     def __init__(self, name, args, ready, timeout=30):
@@ -52,19 +55,23 @@ class Process:
             env={**os.environ, "RUST_LOG": os.environ.get("INTEROP_RUST_LOG", "info")},
         )
         self.lines = []
+        self.stderr_lines = []
+        self.stdout_lines = []
         found = threading.Event()
         self.addr = None
 
-        def pump(stream):
+        def pump(stream, own):
             for line in stream:
                 self.lines.append(line)
+                own.append(line)
                 match = re.search(ready, line)
                 if match and self.addr is None:
                     self.addr = match.group(1)
                     found.set()
 
-        for stream in (self.proc.stderr, self.proc.stdout):
-            threading.Thread(target=pump, args=(stream,), daemon=True).start()
+        streams = [(self.proc.stderr, self.stderr_lines), (self.proc.stdout, self.stdout_lines)]
+        for stream, own in streams:
+            threading.Thread(target=pump, args=(stream, own), daemon=True).start()
         if not found.wait(timeout):
             self.stop()
             raise RuntimeError(f"{name} did not start:\n" + "".join(self.lines))
