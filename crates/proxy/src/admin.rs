@@ -55,6 +55,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/", get(index))
         .route("/clusters", get(clusters))
         .route("/config_dump", get(config_dump))
+        .route("/listeners", get(listeners))
         .route("/stats", get(stats))
         .route("/stats/prometheus", get(prometheus))
         .route("/ready", get(ready))
@@ -87,6 +88,7 @@ async fn help() -> Response {
          /: a page for people: each host's share of requests, fairness, health\n  \
          /clusters: upstream cluster status (?format=json)\n  \
          /config_dump: the configuration in force (JSON), its version and load time, the last reload\n  \
+         /listeners: print listener info (?format=json)\n  \
          /help: print out list of admin commands\n  \
          /ready: print server state, return 200 if LIVE, otherwise return 503\n  \
          /stats: print server stats (?format=json)\n  \
@@ -748,4 +750,32 @@ pub fn config_dump_json(state: &AdminState) -> serde_json::Value {
 
 async fn config_dump(State(state): State<Arc<AdminState>>) -> Response {
     axum::Json(config_dump_json(&state)).into_response()
+}
+
+/// Envoy's `/listeners`: `name::address` per listener, or its JSON form.
+async fn listeners(State(state): State<Arc<AdminState>>, Query(format): Query<Format>) -> Response {
+    let snapshot = state.snapshot.load();
+    if format.json() {
+        let statuses: Vec<_> = snapshot
+            .listeners
+            .iter()
+            .map(|l| {
+                json!({
+                    "name": l.name,
+                    "local_address": {"socket_address": {
+                        "address": l.address.ip().to_string(),
+                        "port_value": l.address.port(),
+                    }},
+                    "mode": l.mode.to_string(),
+                    "routes": l.routes,
+                })
+            })
+            .collect();
+        return axum::Json(json!({ "listener_statuses": statuses })).into_response();
+    }
+    let mut out = String::new();
+    for l in &snapshot.listeners {
+        let _ = writeln!(out, "{}::{}", l.name, l.address);
+    }
+    text(out)
 }

@@ -53,9 +53,28 @@ pub struct Config {
     /// Drain deadline after a shutdown signal.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
-    /// The command line, when it named a file: what a reload reads again.
+    /// The command line and file this came from, when it named a file:
+    /// what a reload reads again.
     #[serde(skip)]
-    pub source: Option<Cli>,
+    pub source: Option<Source>,
+}
+
+/// Where a configuration loaded from a file came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The command line (its flags apply over the file on every reload).
+    pub cli: Cli,
+    /// A fingerprint of the file's content as read: a reload is due when
+    /// the file no longer has it.
+    pub fingerprint: u64,
+}
+
+/// A fingerprint of a configuration file's content.
+pub fn fingerprint(text: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 fn default_admin() -> SocketAddr {
@@ -115,12 +134,14 @@ pub enum ConfigError {
 impl Config {
     /// Reads `--config` if given, applies the flags over it, and validates.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut read = None;
         let file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
+                read = Some(fingerprint(text.as_bytes()));
                 let file: FileConfig =
                     serde_norway::from_str(&text).map_err(|e| ConfigError::Parse {
                         path: path.clone(),
@@ -131,15 +152,16 @@ impl Config {
             None => None,
         };
         let mut config = Self::merge(file, cli)?;
-        if cli.config.is_some() {
-            config.source = Some(cli.clone());
-        }
+        config.source = read.map(|fingerprint| Source {
+            cli: cli.clone(),
+            fingerprint,
+        });
         Ok(config)
     }
 
     /// The file a reload reads, if the configuration came from one.
     pub fn path(&self) -> Option<&std::path::Path> {
-        self.source.as_ref().and_then(|c| c.config.as_deref())
+        self.source.as_ref().and_then(|s| s.cli.config.as_deref())
     }
 
     fn merge(file: Option<FileConfig>, cli: &Cli) -> Result<Self, ConfigError> {

@@ -27,7 +27,6 @@
 //! The admin interface reads the result as a [`Snapshot`]: the configuration
 //! in force, its version and load time, and every cluster and listener.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -576,7 +575,7 @@ impl Live {
     /// refused, logged and counted, and changes nothing.
     pub async fn reload(&mut self, why: &'static str) {
         let snapshot = self.config();
-        let Some(cli) = snapshot.config.source.clone() else {
+        let Some(cli) = snapshot.config.source.as_ref().map(|s| s.cli.clone()) else {
             return;
         };
         self.stats.update_attempt.inc();
@@ -612,9 +611,9 @@ impl Live {
                 tracing::error!(
                     version = snapshot.version,
                     why,
-                    "configuration reload rejected; keeping version {}:\n  - {}",
+                    "configuration reload rejected; keeping version {}: {}",
                     snapshot.version,
-                    problems.join("\n  - ")
+                    problems.join("; ")
                 );
                 self.stats.record(LastUpdate {
                     success: false,
@@ -687,12 +686,11 @@ fn warn_restart_only(old: &Config, new: &Config, version: u64) {
     }
 }
 
-/// A cheap fingerprint of a file's content (`None` when unreadable).
+/// The fingerprint of a file's content now (`None` when unreadable).
 fn fingerprint(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
+    std::fs::read(path)
+        .ok()
+        .map(|b| crate::config::fingerprint(&b))
 }
 
 /// Reloads on SIGHUP and when the configuration file changes (checked every
@@ -708,7 +706,9 @@ pub async fn watch(mut live: Live, stop: CancellationToken) {
         }
     };
     let path: Option<PathBuf> = live.config().config.path().map(Path::to_path_buf);
-    let mut seen = path.as_deref().and_then(fingerprint);
+    // The content the running configuration was read from: an edit made
+    // while the proxy was starting is seen at the first check.
+    let mut seen = live.config().config.source.as_ref().map(|s| s.fingerprint);
     let reload_certificate = |cert: &tls::ServerTls, why: &str| match cert.reload() {
         Ok(()) => {
             tracing::info!(cert = %cert.cert_path().display(), why, "TLS certificate reloaded")
