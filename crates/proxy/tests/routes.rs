@@ -397,3 +397,88 @@ async fn listeners_come_and_go_with_the_file() {
     assert_eq!(status, 200);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_route_overrides_the_timeout_and_one_cluster_full_of_slow_calls_does_not_slow_another() {
+    let slow = TestBackend::start("slow").await.unwrap();
+    let fast = TestBackend::start("fast").await.unwrap();
+    let listeners = "  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n      \
+        - match: { prefix: /, headers: [{ name: x-short, present: true }] }\n        route: { cluster: slow, timeout: 200ms }\n      \
+        - match: { prefix: /, headers: [{ name: x-fast, exact: \"1\" }] }\n        route: { cluster: fast }\n      \
+        - route: { cluster: slow }\n";
+    let limited = cluster("slow", &[&slow]).replace(
+        "    lb: round_robin\n",
+        "    lb: round_robin\n    circuit_breakers: { max_requests: 4 }\n",
+    );
+    let config = ConfigFile::new(
+        "isolated",
+        &file(listeners, &[limited, cluster("fast", &[&fast])]),
+    );
+    let proxy = start(&config.path, &config).await;
+    let channel = proxy.channel().await;
+    eventually(
+        "both hosts are healthy",
+        Duration::from_secs(10),
+        || async {
+            proxy
+                .clusters()
+                .await
+                .values()
+                .filter(|v| *v == "healthy")
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let call = |delay_ms: u32, header: Option<(&'static str, &'static str)>| {
+        let mut client =
+            proto::gateway::echo_service_client::EchoServiceClient::new(channel.clone());
+        async move {
+            let mut request = tonic::Request::new(EchoRequest {
+                delay_ms,
+                ..Default::default()
+            });
+            if let Some((k, v)) = header {
+                request.metadata_mut().insert(k, v.parse().unwrap());
+            }
+            client
+                .echo(request)
+                .await
+                .map(|r| r.into_inner().backend_id)
+        }
+    };
+
+    // The route's 200ms cap ends a 2s call; the same call on the default route finishes.
+    let capped = call(2_000, Some(("x-short", "1"))).await.unwrap_err();
+    assert_eq!(capped.code(), tonic::Code::DeadlineExceeded, "{capped:?}");
+
+    // Fill the slow cluster's max_requests with long calls...
+    let hogs: Vec<_> = (0..4).map(|_| tokio::spawn(call(1_500, None))).collect();
+    eventually(
+        "the slow cluster is full",
+        Duration::from_secs(5),
+        || async { stat(&proxy, "cluster.slow.upstream_rq_active").await == 4 },
+    )
+    .await;
+    // ...its next call is refused at once, and the other cluster's calls are untouched.
+    let refused = call(0, None).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(refused.message().contains("cluster slow"), "{refused:?}");
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(call(0, Some(("x-fast", "1"))).await.unwrap(), "fast");
+    }
+    assert!(
+        stat(&proxy, "cluster.slow.upstream_rq_active").await == 4,
+        "the fast calls ran while the slow cluster was full ({:?} for 20)",
+        started.elapsed()
+    );
+    for hog in hogs {
+        assert_eq!(hog.await.unwrap().unwrap(), "slow");
+    }
+    assert_eq!(
+        stat(&proxy, "cluster.fast.upstream_rq_pending_overflow").await,
+        0
+    );
+    proxy.stop().await;
+}
