@@ -486,19 +486,13 @@ impl Live {
                 },
             };
         }
-        let socket = socket.expect("a listener that is not kept has a socket");
-        let address = socket.local_addr().unwrap_or(l.address);
         let routes = Arc::new(ArcSwap::from_pointee(table));
         let abuse_log = Arc::new(LogLimiter::new(ABUSE_LOG_INTERVAL));
         let current = Arc::new(ArcSwap::from_pointee(ingress(&routes, &abuse_log)));
-        let stop = self.shared.stop_accepting.child_token();
-        tracing::info!(listener = %l.name, addr = %address, mode = %l.mode, routes = %describe(l), "listening");
-        self.shared.calls.spawn(server::serve(
-            socket,
-            Arc::clone(&current),
-            stop.clone(),
-            self.shared.calls.clone(),
-        ));
+        let serving = Arc::clone(&current);
+        let (address, stop) = self.start_accepting(l, socket, |socket, stop, tasks| {
+            server::serve(socket, serving, stop, tasks)
+        });
         LiveListener {
             config: l.clone(),
             address,
@@ -540,17 +534,11 @@ impl Live {
                 kind: Kind::L4 { current },
             };
         }
-        let socket = socket.expect("a listener that is not kept has a socket");
-        let address = socket.local_addr().unwrap_or(l.address);
         let current = Arc::new(ArcSwap::from_pointee(tcp));
-        let stop = self.shared.stop_accepting.child_token();
-        tracing::info!(listener = %l.name, addr = %address, mode = %l.mode, routes = %describe(l), "listening");
-        self.shared.calls.spawn(l4::serve(
-            socket,
-            Arc::clone(&current),
-            stop.clone(),
-            self.shared.calls.clone(),
-        ));
+        let serving = Arc::clone(&current);
+        let (address, stop) = self.start_accepting(l, socket, |socket, stop, tasks| {
+            l4::serve(socket, serving, stop, tasks)
+        });
         LiveListener {
             config: l.clone(),
             address,
@@ -558,6 +546,27 @@ impl Live {
             stats,
             kind: Kind::L4 { current },
         }
+    }
+
+    /// Starts a new listener's accept loop on its socket, stopped by a token
+    /// of its own (a child of the proxy's): its bound address and that token.
+    fn start_accepting<F>(
+        &self,
+        l: &ListenerConfig,
+        socket: Option<TcpListener>,
+        serve: impl FnOnce(TcpListener, CancellationToken, TaskTracker) -> F,
+    ) -> (SocketAddr, CancellationToken)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let socket = socket.expect("a listener that is not kept has a socket");
+        let address = socket.local_addr().unwrap_or(l.address);
+        let stop = self.shared.stop_accepting.child_token();
+        tracing::info!(listener = %l.name, addr = %address, mode = %l.mode, routes = %describe(l), "listening");
+        self.shared
+            .calls
+            .spawn(serve(socket, stop.clone(), self.shared.calls.clone()));
+        (address, stop)
     }
 
     /// The certificates of the TLS listeners.

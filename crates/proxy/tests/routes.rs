@@ -100,6 +100,24 @@ async fn wait_for_version(proxy: &TestProxy, want: u64) {
     assert_eq!(version(proxy).await, want, "one reload per file change");
 }
 
+/// Waits until `n` hosts have passed their health checks.
+async fn wait_healthy(proxy: &TestProxy, n: usize) {
+    eventually(
+        &format!("{n} hosts are healthy"),
+        Duration::from_secs(10),
+        || async {
+            proxy
+                .clusters()
+                .await
+                .values()
+                .filter(|v| *v == "healthy")
+                .count()
+                == n
+        },
+    )
+    .await;
+}
+
 async fn start(path: &Path, file: &ConfigFile) -> TestProxy {
     assert_eq!(file.path, path);
     TestProxy::start(file.load()).await
@@ -140,20 +158,7 @@ async fn each_service_lands_on_its_own_backends_and_unknown_paths_get_unimplemen
     let config = ConfigFile::new("services", &yaml);
     let proxy = start(&config.path, &config).await;
     let channel = proxy.channel().await;
-    eventually(
-        "every host passed its health check",
-        Duration::from_secs(10),
-        || async {
-            proxy
-                .clusters()
-                .await
-                .values()
-                .filter(|v| *v == "healthy")
-                .count()
-                == 4
-        },
-    )
-    .await;
+    wait_healthy(&proxy, 4).await;
 
     let mut greeter = GreeterClient::new(channel.clone());
     let mut echo = proto::gateway::echo_service_client::EchoServiceClient::new(channel.clone());
@@ -227,16 +232,7 @@ async fn reloads_under_load_add_move_and_remove_clusters_without_losing_a_call()
     );
     let proxy = start(&config.path, &config).await;
     assert_eq!(version(&proxy).await, 1);
-    eventually("a's hosts are healthy", Duration::from_secs(10), || async {
-        proxy
-            .clusters()
-            .await
-            .values()
-            .filter(|v| *v == "healthy")
-            .count()
-            == 2
-    })
-    .await;
+    wait_healthy(&proxy, 2).await;
 
     // Steady load on one client connection all along.
     let traffic = Traffic::start(proxy.channel().await, 4, EchoRequest::default());
@@ -416,20 +412,7 @@ async fn a_route_overrides_the_timeout_and_one_cluster_full_of_slow_calls_does_n
     );
     let proxy = start(&config.path, &config).await;
     let channel = proxy.channel().await;
-    eventually(
-        "both hosts are healthy",
-        Duration::from_secs(10),
-        || async {
-            proxy
-                .clusters()
-                .await
-                .values()
-                .filter(|v| *v == "healthy")
-                .count()
-                == 2
-        },
-    )
-    .await;
+    wait_healthy(&proxy, 2).await;
     let call = |delay_ms: u32, header: Option<(&'static str, &'static str)>| {
         let mut client =
             proto::gateway::echo_service_client::EchoServiceClient::new(channel.clone());
