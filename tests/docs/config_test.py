@@ -34,6 +34,16 @@ LEVELS = {
     "top level": "bogus_key: 1\n",
     "`listeners[]`": "listeners: [{bogus_key: 1}]\n",
     "`listeners[].tls`": "listeners: [{tls: {bogus_key: 1}}]\n",
+    "`listeners[].virtual_hosts[]`": "listeners: [{virtual_hosts: [{bogus_key: 1, routes: []}]}]\n",
+    "`routes[]`": "listeners: [{routes: [{bogus_key: 1, route: {}}]}]\n",
+    "`routes[].match`": "listeners: [{routes: [{match: {bogus_key: 1}, route: {}}]}]\n",
+    "`routes[].match.headers[]`":
+        "listeners: [{routes: [{match: {headers: [{name: a, bogus_key: 1}]}, route: {}}]}]\n",
+    "`routes[].route`": "listeners: [{routes: [{route: {bogus_key: 1}}]}]\n",
+    "`routes[].route.weighted_clusters[]`":
+        "listeners: [{routes: [{route: {weighted_clusters: [{name: a, weight: 1, bogus_key: 1}]}}]}]\n",
+    "`routes[].route.retry_policy`":
+        "listeners: [{routes: [{route: {retry_policy: {bogus_key: 1}}}]}]\n",
     "`clusters[]`": "clusters: [{bogus_key: 1}]\n",
     "`clusters[].health_check`": "clusters: [{health_check: {bogus_key: 1}}]\n",
     "`clusters[].outlier_detection`": "clusters: [{outlier_detection: {bogus_key: 1}}]\n",
