@@ -68,6 +68,16 @@ struct Format {
     format: Option<String>,
 }
 
+/// `/stats` options, as Envoy has them.
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    format: Option<String>,
+    /// Only stats whose name matches this regular expression.
+    filter: Option<String>,
+    /// Only stats that were ever written (non-zero, or a histogram with values).
+    usedonly: Option<String>,
+}
+
 impl Format {
     fn json(&self) -> bool {
         self.format.as_deref() == Some("json")
@@ -91,7 +101,7 @@ async fn help() -> Response {
          /listeners: print listener info (?format=json)\n  \
          /help: print out list of admin commands\n  \
          /ready: print server state, return 200 if LIVE, otherwise return 503\n  \
-         /stats: print server stats (?format=json)\n  \
+         /stats: print server stats (?format=json, ?filter=REGEX, ?usedonly)\n  \
          /stats/prometheus: print server stats in prometheus format\n"
             .to_owned(),
     )
@@ -627,22 +637,235 @@ fn samples(state: &AdminState) -> Vec<Sample> {
         "Access log lines dropped because stdout could not keep up",
         state.access_log_dropped.get(),
     );
+    for cluster in &snapshot.clusters {
+        for (service, method, m) in cluster.methods.all() {
+            let labels = || {
+                vec![
+                    ("envoy_cluster_name", cluster.name().to_owned()),
+                    ("envoy_grpc_bridge_service", service.clone()),
+                    ("envoy_grpc_bridge_method", method.clone()),
+                ]
+            };
+            let dotted =
+                |stat: &str| format!("cluster.{}.grpc.{service}.{method}.{stat}", cluster.name());
+            for (stat, help, value) in [
+                ("total", "gRPC calls per method", m.total.get()),
+                (
+                    "success",
+                    "gRPC calls per method that ended with grpc-status 0",
+                    m.success.get(),
+                ),
+                (
+                    "failure",
+                    "gRPC calls per method that ended with another grpc-status, or none",
+                    m.failure.get(),
+                ),
+            ] {
+                out.push(Sample {
+                    dotted: dotted(stat),
+                    family: if stat == "total" {
+                        "envoy_cluster_grpc_total".into()
+                    } else {
+                        format!("envoy_cluster_grpc_{stat}_total")
+                    },
+                    labels: labels(),
+                    counter: true,
+                    help,
+                    value,
+                });
+            }
+            // Only the codes seen, as Envoy's gRPC statistics filter does.
+            for (code, n) in m.status.iter().enumerate().filter(|(_, n)| n.get() > 0) {
+                let mut labels = labels();
+                labels.push(("grpc_status", code.to_string()));
+                out.push(Sample {
+                    dotted: dotted(&code.to_string()),
+                    family: "envoy_cluster_grpc_status_total".into(),
+                    labels,
+                    counter: true,
+                    help: "gRPC calls per method and grpc-status",
+                    value: n.get(),
+                });
+            }
+        }
+    }
     out
 }
 
-async fn stats(State(state): State<Arc<AdminState>>, Query(format): Query<Format>) -> Response {
+/// A latency histogram, as `/stats` and `/stats/prometheus` report it.
+struct HistogramSample {
+    /// Envoy's dotted name, e.g. `cluster.backend.upstream_rq_time`.
+    dotted: String,
+    /// Prometheus family, e.g. `envoy_cluster_upstream_rq_time`.
+    family: &'static str,
+    labels: Vec<(&'static str, String)>,
+    help: &'static str,
+    values: crate::histogram::Snapshot,
+}
+
+fn histograms(state: &AdminState) -> Vec<HistogramSample> {
+    let snapshot = state.snapshot.load();
+    let mut out = Vec::new();
+    for cluster in &snapshot.clusters {
+        let name = cluster.name();
+        let s = &cluster.stats;
+        for (stat, family, help, h) in [
+            (
+                "upstream_rq_time",
+                "envoy_cluster_upstream_rq_time",
+                "Milliseconds from sending a call to a host to its complete answer",
+                &s.upstream_rq_time,
+            ),
+            (
+                "upstream_rq_first_byte_time",
+                "envoy_cluster_upstream_rq_first_byte_time",
+                "Milliseconds from sending a call to a host to its answer's first byte",
+                &s.upstream_rq_first_byte_time,
+            ),
+        ] {
+            out.push(HistogramSample {
+                dotted: format!("cluster.{name}.{stat}"),
+                family,
+                labels: vec![("envoy_cluster_name", name.to_owned())],
+                help,
+                values: h.snapshot(),
+            });
+        }
+        for host in cluster.all_hosts() {
+            for (stat, family, help, h) in [
+                (
+                    "upstream_rq_time",
+                    "envoy_cluster_host_upstream_rq_time",
+                    "Milliseconds from sending a call to this host to its complete answer",
+                    &host.stats.rq_time,
+                ),
+                (
+                    "upstream_rq_first_byte_time",
+                    "envoy_cluster_host_upstream_rq_first_byte_time",
+                    "Milliseconds from sending a call to this host to its answer's first byte",
+                    &host.stats.first_byte_time,
+                ),
+            ] {
+                out.push(HistogramSample {
+                    dotted: format!("cluster.{name}.host.{}.{stat}", host.addr),
+                    family,
+                    labels: vec![
+                        ("envoy_cluster_name", name.to_owned()),
+                        ("host", host.addr.to_string()),
+                        ("hostname", host.hostname.clone()),
+                    ],
+                    help,
+                    values: h.snapshot(),
+                });
+            }
+        }
+        for (service, method, m) in cluster.methods.all() {
+            out.push(HistogramSample {
+                dotted: format!("cluster.{name}.grpc.{service}.{method}.upstream_rq_time"),
+                family: "envoy_cluster_grpc_upstream_rq_time",
+                labels: vec![
+                    ("envoy_cluster_name", name.to_owned()),
+                    ("envoy_grpc_bridge_service", service),
+                    ("envoy_grpc_bridge_method", method),
+                ],
+                help: "Milliseconds per gRPC call of a method, as the proxy saw it",
+                values: m.rq_time.snapshot(),
+            });
+        }
+    }
+    for l in &snapshot.listeners {
+        out.push(HistogramSample {
+            dotted: format!("http.{}.downstream_rq_time", l.name),
+            family: "envoy_http_downstream_rq_time",
+            labels: vec![("envoy_http_conn_manager_prefix", l.name.clone())],
+            help: "Milliseconds from a client's request to the end of its answer",
+            values: l.stats.downstream_rq_time.snapshot(),
+        });
+    }
+    out
+}
+
+/// Envoy's quantile text: `P0(nan,1.2) P25(nan,1.5) ...`, or `No recorded values`.
+fn quantiles_text(h: &crate::histogram::Snapshot) -> String {
+    if h.count() == 0 {
+        return "No recorded values".into();
+    }
+    crate::histogram::QUANTILES
+        .iter()
+        .map(|&q| {
+            let v = h.quantile_ms(q).unwrap_or(0.0);
+            format!("P{}(nan,{})", trim(q * 100.0), trim(v))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A number without needless decimals: `25`, `99.9`, `1.05`.
+fn trim(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() {
+        "0".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+async fn stats(State(state): State<Arc<AdminState>>, Query(q): Query<StatsQuery>) -> Response {
+    let filter = match q.filter.as_deref().filter(|f| !f.is_empty()) {
+        Some(f) => match regex::Regex::new(f) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    text(format!("invalid filter regex {f:?}: {e}\n")),
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
+    let used_only = q.usedonly.is_some();
+    let keep = |name: &str, used: bool| {
+        filter.as_ref().is_none_or(|r| r.is_match(name)) && (used || !used_only)
+    };
     let mut all = samples(&state);
+    all.retain(|s| keep(&s.dotted, s.value != 0));
     all.sort_by(|a, b| a.dotted.cmp(&b.dotted));
-    if format.json() {
-        let stats: Vec<_> = all
+    let mut hists = histograms(&state);
+    hists.retain(|h| keep(&h.dotted, h.values.count() > 0));
+    hists.sort_by(|a, b| a.dotted.cmp(&b.dotted));
+    if q.format.as_deref() == Some("json") {
+        let mut stats: Vec<_> = all
             .iter()
             .map(|s| json!({ "name": s.dotted, "value": s.value }))
             .collect();
+        let computed: Vec<_> = hists
+            .iter()
+            .map(|h| {
+                let values: Vec<_> = crate::histogram::QUANTILES
+                    .iter()
+                    .map(|&q| json!({ "interval": null, "cumulative": h.values.quantile_ms(q) }))
+                    .collect();
+                json!({ "name": h.dotted, "values": values, "count": h.values.count() })
+            })
+            .collect();
+        let supported: Vec<f64> = crate::histogram::QUANTILES
+            .iter()
+            .map(|q| q * 100.0)
+            .collect();
+        stats.push(json!({ "histograms": {
+            "supported_quantiles": supported,
+            "computed_quantiles": computed,
+        }}));
         return axum::Json(json!({ "stats": stats })).into_response();
     }
     let mut out = String::new();
     for s in all {
         let _ = writeln!(out, "{}: {}", s.dotted, s.value);
+    }
+    for h in hists {
+        let _ = writeln!(out, "{}: {}", h.dotted, quantiles_text(&h.values));
     }
     text(out)
 }
@@ -707,6 +930,34 @@ pub fn prometheus_text(state: &AdminState) -> String {
             out.push('}');
         }
         let _ = writeln!(out, " {}", s.value);
+    }
+    let mut hists = histograms(state);
+    hists.sort_by(|a, b| a.family.cmp(b.family));
+    let mut last = "";
+    for h in &hists {
+        if h.family != last {
+            let _ = writeln!(out, "# HELP {} {}", h.family, h.help);
+            let _ = writeln!(out, "# TYPE {} histogram", h.family);
+            last = h.family;
+        }
+        let labels: String = h
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\",", label_value(v)))
+            .collect();
+        for (le, n) in h.values.prometheus_buckets() {
+            let _ = writeln!(out, "{}_bucket{{{labels}le=\"{le}\"}} {n}", h.family);
+        }
+        let count = h.values.count();
+        let _ = writeln!(out, "{}_bucket{{{labels}le=\"+Inf\"}} {count}", h.family);
+        let labels = labels.trim_end_matches(',');
+        let _ = writeln!(
+            out,
+            "{}_sum{{{labels}}} {}",
+            h.family,
+            h.values.sum_us as f64 / 1000.0
+        );
+        let _ = writeln!(out, "{}_count{{{labels}}} {count}", h.family);
     }
     out
 }

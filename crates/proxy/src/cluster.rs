@@ -21,6 +21,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance;
 use crate::config::ClusterConfig;
+use crate::histogram::Histogram;
+use crate::methods::Methods;
 use crate::upstream::{self, Connection};
 
 /// A counter or gauge.
@@ -59,6 +61,10 @@ pub struct HostStats {
     pub rq_success: Stat,
     pub rq_timeout: Stat,
     pub rq_total: Stat,
+    /// Request sent to answer complete (`upstream_rq_time`).
+    pub rq_time: Histogram,
+    /// Request sent to the answer's first byte (its headers).
+    pub first_byte_time: Histogram,
 }
 
 /// Why a host is out of rotation: Envoy's `health_flags` bits.
@@ -173,6 +179,7 @@ impl Host {
         self.stats.rq_active.inc();
         RequestGuard {
             host: Arc::clone(self),
+            started: Instant::now(),
         }
     }
 }
@@ -181,6 +188,8 @@ impl Host {
 #[derive(Debug)]
 pub struct RequestGuard {
     pub host: Arc<Host>,
+    /// When the call was sent to the host.
+    pub started: Instant,
 }
 
 impl Drop for RequestGuard {
@@ -192,6 +201,10 @@ impl Drop for RequestGuard {
 /// Cluster-wide statistics, named as Envoy names them under `cluster.<name>.`.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
+    /// Request sent to answer complete, every host together.
+    pub upstream_rq_time: Histogram,
+    /// Request sent to the answer's first byte, every host together.
+    pub upstream_rq_first_byte_time: Histogram,
     pub upstream_rq_total: Stat,
     pub upstream_rq_active: Stat,
     pub upstream_rq_success: Stat,
@@ -241,6 +254,8 @@ pub struct Cluster {
     pub(crate) hosts_added: Notify,
     /// TLS towards the hosts, if configured.
     pub tls: Option<crate::tls::ClientTls>,
+    /// Calls, statuses and times per gRPC method.
+    pub methods: Methods,
 }
 
 impl Cluster {
@@ -262,6 +277,7 @@ impl Cluster {
             http2,
             hosts_added: Notify::new(),
             tls,
+            methods: Methods::default(),
         })
     }
 

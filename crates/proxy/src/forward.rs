@@ -49,9 +49,10 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::cluster::{Cluster, Host, RequestGuard, Stat};
+use crate::cluster::{Cluster, RequestGuard, Stat};
 use crate::config::{RetryConfig, RetryOn};
 use crate::grpc::{self, code};
+use crate::histogram::Histogram;
 use crate::outlier::{self, Verdict};
 use crate::route::RouteTable;
 use crate::upstream::UpstreamError;
@@ -81,6 +82,8 @@ pub struct ListenerStats {
     pub downstream_cx_keepalive_timeout: Stat,
     /// Requests that matched no route (answered UNIMPLEMENTED, or 404).
     pub no_route: Stat,
+    /// Whole call time as the client sees it (`downstream_rq_time`).
+    pub downstream_rq_time: Histogram,
 }
 
 /// A stream reset by its client within this long of its start is premature
@@ -253,7 +256,7 @@ pub async fn handle(
             false,
         );
         tracing::debug!(path = parts.uri.path(), "no route");
-        finish(
+        let _ = finish(
             &ingress, &parts, &outcome, &record, started, start_time, conn,
         );
         drain_request(body).await;
@@ -290,13 +293,18 @@ pub async fn handle(
     // Boxed: the call's state machine is large, and the connection's set of
     // calls holding it inline would copy it in and out.
     let outcome = Box::pin(call.run(&parts, &mut body)).await;
-    finish(
+    let elapsed = finish(
         &ingress, &parts, &outcome, &record, started, start_time, conn,
     );
+    cluster
+        .methods
+        .record(parts.uri.path(), outcome.grpc_status, elapsed);
     drain_request(body).await;
 }
 
-/// Counts a finished call for its listener and writes its access-log line.
+/// Counts a finished call for its listener and writes its access-log line;
+/// returns how long the call took.
+#[must_use]
 fn finish(
     ingress: &Ingress,
     parts: &Parts,
@@ -305,8 +313,10 @@ fn finish(
     started: Instant,
     start_time: SystemTime,
     conn: &ConnState,
-) {
+) -> Duration {
+    let elapsed = started.elapsed();
     let stats = &ingress.stats;
+    stats.downstream_rq_time.record(elapsed);
     match outcome.response_code {
         200..=299 => stats.downstream_rq_2xx.inc(),
         400..=499 => stats.downstream_rq_4xx.inc(),
@@ -333,13 +343,14 @@ fn finish(
         let mut entry = Entry::new(start_time, parts);
         entry.response_code = outcome.response_code;
         entry.flags = outcome.flags;
-        entry.duration_ms = started.elapsed().as_millis() as u64;
+        entry.duration_ms = elapsed.as_millis() as u64;
         entry.upstream = record.upstream;
         entry.bytes_received = record.bytes_received;
         entry.bytes_sent = record.bytes_sent;
         entry.upstream_service_time_ms = record.upstream_service_time_ms;
         ingress.access_log.log(&entry);
     }
+    elapsed
 }
 
 /// How much of a request [`drain_request`] reads after its response is complete.
@@ -389,12 +400,15 @@ struct Record {
 }
 
 /// Counts one attempt for its host: success or error, and outlier detection.
-fn record(cluster: &Cluster, host: &Host, outcome: &Outcome) {
-    let cs = &cluster.stats;
+fn record(cluster: &Cluster, guard: &RequestGuard, outcome: &Outcome) {
+    let (cs, host) = (&cluster.stats, &*guard.host);
     cs.upstream_rq_active.dec();
     if outcome.client_gone && !outcome.upstream_failed {
         return; // nobody's fault but the client's
     }
+    let took = guard.started.elapsed();
+    host.stats.rq_time.record(took);
+    cs.upstream_rq_time.record(took);
     let failed = outcome.upstream_failed
         || outcome.timed_out
         || match outcome.grpc_status {
@@ -670,7 +684,18 @@ impl<'a> Held<'a> {
     fn finish_attempt(&self, outcome: &Outcome) {
         let guard = self.slots().1.take();
         if let Some(guard) = guard {
-            record(self.cluster, &guard.host, outcome);
+            record(self.cluster, &guard, outcome);
+        }
+    }
+
+    /// The host's answer began, `waited` after the request was sent.
+    fn first_byte(&self, waited: Duration) {
+        if let Some(guard) = &self.slots().1 {
+            guard.host.stats.first_byte_time.record(waited);
+            self.cluster
+                .stats
+                .upstream_rq_first_byte_time
+                .record(waited);
         }
     }
 
@@ -1121,7 +1146,9 @@ async fn respond(
         }
         Ok(Ok(response)) => response,
     };
-    record.upstream_service_time_ms = Some(sent_at.elapsed().as_millis() as u64);
+    let waited = sent_at.elapsed();
+    record.upstream_service_time_ms = Some(waited.as_millis() as u64);
+    downstream.held.first_byte(waited);
     timers.activity.mark();
 
     let (head, body) = upstream.into_parts();

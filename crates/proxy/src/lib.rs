@@ -19,6 +19,8 @@
 //! - [`upstream`]: one multiplexed HTTP/2 connection per host, kept open.
 //! - [`health`]: active gRPC health checks (TCP connects for L4 clusters).
 //! - [`outlier`]: passive ejection of hosts that keep failing.
+//! - [`histogram`]: latency histograms (atomic buckets, no lock).
+//! - [`methods`]: per-method gRPC statistics of a cluster, bounded.
 //! - [`grpc`]: the gRPC knowledge the proxy needs (status, local replies).
 //! - [`l4`]: the TCP (layer 4) mode, to show connection-level skew.
 //! - [`tls`]: TLS termination (ALPN h2, reload) and TLS to upstreams.
@@ -37,7 +39,9 @@ pub mod discovery;
 pub mod forward;
 pub mod grpc;
 pub mod health;
+pub mod histogram;
 pub mod l4;
+pub mod methods;
 pub mod outlier;
 pub mod reload;
 pub mod route;

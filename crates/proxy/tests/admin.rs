@@ -93,13 +93,76 @@ async fn stats_prometheus_ready_and_the_page() {
         stats.contains("http.ingress.downstream_rq_total: 1\n"),
         "{stats}"
     );
-    let names: Vec<&str> = stats
+    // Counters and gauges sorted, then the histograms sorted, as Envoy prints them.
+    let (histograms, counters): (Vec<&str>, Vec<&str>) = stats
         .lines()
-        .map(|l| l.split(':').next().unwrap())
+        .partition(|l| l.contains(" P0(") || l.ends_with("No recorded values"));
+    for lines in [&counters, &histograms] {
+        let names: Vec<&str> = lines
+            .iter()
+            .map(|l| l.split(": ").next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "sorted like Envoy's");
+    }
+    assert!(
+        stats.ends_with(&format!("{}\n", histograms.last().unwrap())),
+        "histograms last"
+    );
+    for name in [
+        "cluster.backend.upstream_rq_time",
+        "cluster.backend.upstream_rq_first_byte_time",
+        "http.ingress.downstream_rq_time",
+        "cluster.backend.grpc.gateway.EchoService.Echo.upstream_rq_time",
+    ] {
+        let line = histograms
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"));
+        assert!(
+            line.contains(" P50(nan,") && line.contains(" P99.9(nan,"),
+            "{line}"
+        );
+    }
+    assert!(
+        stats.contains("cluster.backend.grpc.gateway.EchoService.Echo.total: 1\n")
+            && stats.contains("cluster.backend.grpc.gateway.EchoService.Echo.0: 1\n"),
+        "{stats}"
+    );
+    let (_, filtered) = proxy
+        .admin_get("/stats?filter=upstream_rq_t&usedonly")
+        .await;
+    let filtered: Vec<&str> = filtered
+        .lines()
+        .map(|l| l.split(": ").next().unwrap())
         .collect();
-    let mut sorted = names.clone();
-    sorted.sort_unstable();
-    assert_eq!(names, sorted, "sorted like Envoy's");
+    assert!(
+        filtered.contains(&"cluster.backend.upstream_rq_total"),
+        "{filtered:?}"
+    );
+    assert!(
+        filtered.contains(&"cluster.backend.upstream_rq_time"),
+        "{filtered:?}"
+    );
+    assert!(
+        !filtered.contains(&"cluster.backend.upstream_rq_timeout"),
+        "unused: {filtered:?}"
+    );
+    assert!(
+        filtered.iter().all(|n| n.contains("upstream_rq_t")),
+        "{filtered:?}"
+    );
+    let (status, _) = proxy.admin_get("/stats?filter=(").await;
+    assert_eq!(status, 400, "a bad regex is a clear error");
+    let (_, json) = proxy
+        .admin_get("/stats?format=json&filter=downstream_rq_t")
+        .await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let computed =
+        &json["stats"].as_array().unwrap().last().unwrap()["histograms"]["computed_quantiles"];
+    assert_eq!(computed[0]["name"], "http.ingress.downstream_rq_time");
+    assert_eq!(computed[0]["count"], 1);
 
     let (status, prom) = proxy.admin_get("/stats/prometheus").await;
     assert_eq!(status, 200);
@@ -115,6 +178,21 @@ async fn stats_prometheus_ready_and_the_page() {
         "envoy_cluster_host_rq_total{{envoy_cluster_name=\"backend\",host=\"{}\",hostname=\"127.0.0.1\"}} 1\n",
         backends[0].addr()
     )));
+    assert!(
+        prom.contains("# TYPE envoy_cluster_upstream_rq_time histogram\n"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains(
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"+Inf\"} 1\n"
+        ) && prom
+            .contains("envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"backend\"} 1\n"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("envoy_cluster_grpc_total{envoy_cluster_name=\"backend\",envoy_grpc_bridge_service=\"gateway.EchoService\",envoy_grpc_bridge_method=\"Echo\"} 1\n"),
+        "{prom}"
+    );
     promtool_accepts(&prom);
 
     assert_eq!(proxy.admin_get("/ready").await, (200, "LIVE\n".to_owned()));
