@@ -47,6 +47,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
     /// DNS servers to ask; empty means the system resolver (getaddrinfo).
+    /// Written as the file has it: `dns: {resolvers: [...]}`.
+    #[serde(rename = "dns", serialize_with = "ser_dns")]
     pub dns_resolvers: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
@@ -75,6 +77,13 @@ pub fn fingerprint(text: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
+}
+
+fn ser_dns<S: serde::Serializer>(resolvers: &[SocketAddr], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry("resolvers", resolvers)?;
+    map.end()
 }
 
 fn default_admin() -> SocketAddr {

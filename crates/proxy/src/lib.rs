@@ -185,6 +185,7 @@ pub async fn run_with_log(
         (AccessLog::off(), None)
     };
 
+    let hangup = reload::Hangup::install();
     let shared = reload::Shared {
         access_log: access_log.clone(),
         resolver: Resolver::new(&config.dns_resolvers),
@@ -221,7 +222,7 @@ pub async fn run_with_log(
         })
     });
 
-    let watching = tokio::spawn(reload::watch(live, stop_accepting.clone()));
+    let watching = tokio::spawn(reload::watch(live, hangup, stop_accepting.clone()));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(clusters = snapshot.load().clusters.len(), "proxy ready");
     shutdown.await;

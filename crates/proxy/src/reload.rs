@@ -20,7 +20,7 @@
 //!    the new routes. A connection keeps the settings it was accepted with.
 //!    New listeners start accepting; removed ones stop and send GOAWAY, so
 //!    their clients' calls in flight finish.
-//! 4. **Retire**: clusters no route uses any more drain: once their calls
+//! 4. **Retire**: clusters removed from the file (or replaced) drain: once their calls
 //!    in flight are done (or after `drain_timeout`), their discovery and
 //!    health checks stop and their host connections close.
 //!
@@ -271,8 +271,9 @@ impl Live {
             let background = self.shared.background.clone();
             let task_stop = stop.clone();
             let warm = Arc::clone(&cluster);
+            let deadline = tokio::time::Instant::now() + WARM_TIMEOUT;
             warming.push(async move {
-                if tokio::time::timeout(WARM_TIMEOUT, discovery.refresh())
+                if tokio::time::timeout_at(deadline, discovery.refresh())
                     .await
                     .is_err()
                 {
@@ -292,7 +293,7 @@ impl Live {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 };
-                if tokio::time::timeout(WARM_TIMEOUT, ready).await.is_err() {
+                if tokio::time::timeout_at(deadline, ready).await.is_err() {
                     tracing::warn!(
                         cluster = warm.name(),
                         "cluster not warmed up within {}; routing to it anyway",
@@ -367,7 +368,7 @@ impl Live {
             removed.stop.cancel();
         }
 
-        // 4. Retire what no route uses any more.
+        // 4. Retire what the new configuration no longer has.
         let retired: Vec<LiveCluster> = std::mem::replace(&mut self.clusters, next_clusters)
             .into_iter()
             .filter(|old| {
@@ -400,7 +401,10 @@ impl Live {
         }
 
         let previous = self.snapshot.load();
-        warn_restart_only(&previous.config, &config, previous.version);
+        let mut config = config;
+        if previous.version > 0 {
+            keep_restart_only(&previous.config, &mut config);
+        }
         self.snapshot.store(Arc::new(Snapshot {
             version: previous.version + 1,
             loaded_at: SystemTime::now(),
@@ -587,8 +591,19 @@ impl Live {
         let Some(cli) = snapshot.config.source.as_ref().map(|s| s.cli.clone()) else {
             return;
         };
+        let loaded = Config::load(&cli);
+        if let Ok(config) = &loaded
+            && same_file(&snapshot.config, config)
+        {
+            tracing::info!(
+                version = snapshot.version,
+                why,
+                "configuration file unchanged; nothing to reload"
+            );
+            return;
+        }
         self.stats.update_attempt.inc();
-        let result = match Config::load(&cli) {
+        let result = match loaded {
             Ok(config) => self
                 .apply(config, None)
                 .await
@@ -635,10 +650,19 @@ impl Live {
     }
 }
 
-/// Whether the old listener's socket can serve the new one: same name,
-/// address and mode (a listener that moves is removed and added).
+/// Whether the old listener's socket can serve the new one: same address
+/// and mode (a listener renamed in place keeps its socket; one that moves
+/// is removed and added). Port 0 means "any port", so there the name says
+/// which listener it is.
 fn same_socket(old: &ListenerConfig, new: &ListenerConfig) -> bool {
-    old.name == new.name && old.address == new.address && old.mode == new.mode
+    old.address == new.address
+        && old.mode == new.mode
+        && (old.address.port() != 0 || old.name == new.name)
+}
+
+/// Whether two configurations were read from the same file content.
+fn same_file(a: &Config, b: &Config) -> bool {
+    matches!((&a.source, &b.source), (Some(x), Some(y)) if x.fingerprint == y.fingerprint)
 }
 
 fn describe(l: &ListenerConfig) -> String {
@@ -669,23 +693,29 @@ async fn retire(old: LiveCluster, deadline: Duration, stop: CancellationToken) {
     tracing::debug!(cluster = old.cluster.name(), "retired cluster stopped");
 }
 
-/// Settings a reload cannot change, named when a new file changes them.
-fn warn_restart_only(old: &Config, new: &Config, version: u64) {
-    if version == 0 {
-        return;
-    }
+/// Settings a reload cannot change: the running values stay in force (and in
+/// `/config_dump`), and a file that changes them is answered with a WARN.
+fn keep_restart_only(running: &Config, new: &mut Config) {
     let mut changed = Vec::new();
-    if old.admin != new.admin {
+    if running.admin != new.admin {
         changed.push("admin");
+        new.admin = running.admin;
     }
-    if old.workers != new.workers {
+    if running.workers != new.workers {
         changed.push("workers");
+        new.workers = running.workers;
     }
-    if old.access_log != new.access_log || old.access_log_format != new.access_log_format {
+    if running.access_log != new.access_log {
         changed.push("access_log");
+        new.access_log = running.access_log;
     }
-    if old.dns_resolvers != new.dns_resolvers {
+    if running.access_log_format != new.access_log_format {
+        changed.push("access_log_format");
+        new.access_log_format = running.access_log_format;
+    }
+    if running.dns_resolvers != new.dns_resolvers {
         changed.push("dns");
+        new.dns_resolvers.clone_from(&running.dns_resolvers);
     }
     if !changed.is_empty() {
         tracing::warn!(
@@ -702,18 +732,47 @@ fn fingerprint(path: &Path) -> Option<u64> {
         .map(|b| crate::config::fingerprint(&b))
 }
 
+/// SIGHUP, caught from start-up on: before the watcher runs, a SIGHUP would
+/// otherwise end the process (its default action).
+pub struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Catches SIGHUP from now on.
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; the configuration reloads only when its file changes");
+                    None
+                }
+            };
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// The next SIGHUP (never, where there is none).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending().await
+    }
+}
+
 /// Reloads on SIGHUP and when the configuration file changes (checked every
 /// [`FILE_POLL`]); certificates are read again on SIGHUP and when their
 /// files change. Ends on `stop`.
-pub async fn watch(mut live: Live, stop: CancellationToken) {
-    #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; the configuration reloads only when its file changes");
-            None
-        }
-    };
+pub async fn watch(mut live: Live, mut hangup: Hangup, stop: CancellationToken) {
     let path: Option<PathBuf> = live.config().config.path().map(Path::to_path_buf);
     // The content the running configuration was read from: an edit made
     // while the proxy was starting is seen at the first check.
@@ -727,17 +786,7 @@ pub async fn watch(mut live: Live, stop: CancellationToken) {
         }
     };
     loop {
-        #[cfg(unix)]
-        let hup = async {
-            match hangup.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup = std::future::pending::<()>();
+        let hup = hangup.recv();
         let poll = path.is_some() || !live.certificates().is_empty();
         tokio::select! {
             () = hup => {

@@ -153,10 +153,19 @@ impl RouteTable {
             for d in &vh.domains {
                 let rank = match d {
                     Domain::Exact(e) if *e == authority || e == host => (3, e.len()),
-                    Domain::Suffix(s) if host.ends_with(s.as_str()) && host.len() > s.len() => {
+                    // A wildcard written with a port matches the authority with it.
+                    Domain::Suffix(s)
+                        if [host, authority.as_str()]
+                            .iter()
+                            .any(|a| a.ends_with(s.as_str()) && a.len() > s.len()) =>
+                    {
                         (2, s.len())
                     }
-                    Domain::Prefix(p) if host.starts_with(p.as_str()) && host.len() > p.len() => {
+                    Domain::Prefix(p)
+                        if [host, authority.as_str()]
+                            .iter()
+                            .any(|a| a.starts_with(p.as_str()) && a.len() > p.len()) =>
+                    {
                         (1, p.len())
                     }
                     _ => continue,
@@ -407,10 +416,19 @@ mod tests {
 - { name: longer, domains: ["*.eu.example.com"], routes: [{route: {cluster: longer}}] }
 - { name: prefix, domains: ["api.*"], routes: [{route: {cluster: prefix}}] }
 - { name: port, domains: ["local:9000"], routes: [{route: {cluster: port}}] }
+- { name: suffix_port, domains: ["*.example.org:8443"], routes: [{route: {cluster: suffix_port}}] }
 "#;
         let t = table(
             yaml,
-            &["any", "exact", "suffix", "longer", "prefix", "port"],
+            &[
+                "any",
+                "exact",
+                "suffix",
+                "longer",
+                "prefix",
+                "port",
+                "suffix_port",
+            ],
         );
         for (authority, want) in [
             ("api.example.com", "exact"),
@@ -420,6 +438,8 @@ mod tests {
             ("api.other.org", "prefix"),
             ("local:9000", "port"),
             ("local:9001", "any"),
+            ("x.example.org:8443", "suffix_port"),
+            ("x.example.org", "any"),
             ("example.com", "any"),
         ] {
             assert_eq!(routed(&t, authority, "/a/b", &[]), want, "{authority}");

@@ -130,7 +130,12 @@ impl ListenerConfig {
     pub fn only_cluster(&self) -> Option<&str> {
         match self.virtual_hosts.as_slice() {
             [vh] if vh.domains == ["*"] => match vh.routes.as_slice() {
-                [r] if r.matcher == route::RouteMatch::default() => r.route.cluster.as_deref(),
+                [r] if r.matcher.path.is_none()
+                    && r.matcher.headers.is_empty()
+                    && r.matcher.prefix.as_deref().is_none_or(|p| p == "/") =>
+                {
+                    r.route.cluster.as_deref()
+                }
                 _ => None,
             },
             [] => self.cluster.as_deref(),
@@ -245,6 +250,17 @@ pub(super) fn normalize(listeners: &mut [ListenerConfig], problems: &mut Vec<Str
                 routes,
             }];
         }
+        // One shape, with the defaults written out (as /config_dump shows it).
+        l.cluster = None;
+        for r in l
+            .virtual_hosts
+            .iter_mut()
+            .flat_map(|vh| vh.routes.iter_mut())
+        {
+            if r.matcher.prefix.is_none() && r.matcher.path.is_none() {
+                r.matcher.prefix = Some("/".into());
+            }
+        }
     }
 }
 
@@ -305,7 +321,14 @@ pub(super) fn problems(listeners: &[ListenerConfig], clusters: &HashSet<&str>) -
                     ));
                 }
             }
-            Mode::L7 => problems.extend(route::problems(&l.name, &l.virtual_hosts, clusters)),
+            Mode::L7 => match l.only_cluster() {
+                // Said in the words of a listener given `cluster:`.
+                Some(c) if !clusters.contains(c) => problems.push(format!(
+                    "listener {:?} routes to cluster {c:?}, which is not defined",
+                    l.name
+                )),
+                _ => problems.extend(route::problems(&l.name, &l.virtual_hosts, clusters)),
+            },
         }
     }
     problems
