@@ -23,6 +23,10 @@ its own through the stack, so the counts are those a reader sees.
 
 The stack runs under a compose project of its own (docs-<pid>) with ephemeral
 host ports on 127.0.0.1, and is always taken down (`down -v --remove-orphans`).
+The routes section edits compose/routes/front-proxy.yaml: the check mounts a
+temporary copy instead (ROUTES_DIR) and points the commands at it, so the
+tracked file is never touched; --record edits the real file, as a reader
+does, and puts it back afterwards, also when a block fails.
 Python 3 standard library only.
 
 Usage: tests/docs/tutorial_test.py [--no-build] [--record]
@@ -51,6 +55,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 COMPOSE_DIR = ROOT / "compose"
+ROUTES_CONFIG = COMPOSE_DIR / "routes" / "front-proxy.yaml"
+# The clusters of compose/routes/front-proxy.yaml and the service behind each.
+CLUSTER_OF = {"grpc": "backend", "grpc-canary": "backend-canary", "greeter": "greeter"}
 # The ports the tutorial names and the compose service:container port behind each.
 PORTS = {3000: ("gateway", 3000), 8000: ("front-proxy", 8000), 8001: ("front-proxy", 8001)}
 SETTLE_DEADLINE = 90.0
@@ -204,11 +211,13 @@ class Stack:
         self.record = record
         self.compose = compose_command()
         self.env = dict(os.environ)
+        self.routes_dir = None
         if record:
             # What a reader gets: compose/.env names the project; default ports.
             self.project = "grpc-balance"
             for key in ("COMPOSE_PROJECT_NAME", "BIND_IP", "GATEWAY_PORT", "PROXY_PORT",
-                        "ADMIN_PORT", "BACKEND_DELAY_MS", "BACKEND_FAIL_RATE", "COMPOSE_FILE"):
+                        "ADMIN_PORT", "BACKEND_DELAY_MS", "BACKEND_FAIL_RATE", "COMPOSE_FILE",
+                        "ROUTES_DIR"):
                 self.env.pop(key, None)
         else:
             self.project = f"docs-{os.getpid()}"
@@ -216,6 +225,13 @@ class Stack:
                             GATEWAY_PORT="0", PROXY_PORT="0", ADMIN_PORT="0")
             for key in ("BACKEND_DELAY_MS", "BACKEND_FAIL_RATE", "COMPOSE_FILE"):
                 self.env.pop(key, None)
+            # The routes section's edits go to a copy the proxy (user nobody)
+            # can read; compose/docker-compose.routes.yml mounts ROUTES_DIR.
+            self.routes_dir = tempfile.mkdtemp(prefix="docs-routes-")
+            os.chmod(self.routes_dir, 0o755)
+            shutil.copy(ROUTES_CONFIG, self.routes_dir)
+            os.chmod(os.path.join(self.routes_dir, ROUTES_CONFIG.name), 0o644)
+            self.env["ROUTES_DIR"] = self.routes_dir
 
     def compose_run(self, *args, check=True, timeout=600):
         return run([*self.compose, "-p", self.project, *args], env=self.env, check=check,
@@ -256,7 +272,11 @@ class Stack:
         return found
 
     def down(self):
-        self.compose_run("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+        # With the routes override's files, so that its services go too.
+        files = ["-f", "docker-compose.yml", "-f", "docker-compose.routes.yml"]
+        self.compose_run(*files, "down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+        if self.routes_dir:
+            shutil.rmtree(self.routes_dir, ignore_errors=True)
 
 
 def http_get(addr, path, timeout=3.0):
@@ -269,45 +289,52 @@ def http_get(addr, path, timeout=3.0):
         return None, ""
 
 
-def clusters(admin):
-    """Admin /clusters of cluster `backend`: {ip: {stat: value}}."""
+def clusters(admin, cluster="backend"):
+    """Admin /clusters of one cluster: {ip: {stat: value}}."""
     status, body = http_get(admin, "/clusters")
     hosts = collections.defaultdict(dict)
     if status != 200:
         return None
     for line in body.splitlines():
         parts = line.split("::")
-        if len(parts) == 4 and parts[0] == "backend" and re.match(r"[\d.]+:\d+$", parts[1]):
+        if len(parts) == 4 and parts[0] == cluster and re.match(r"[\d.]+:\d+$", parts[1]):
             hosts[parts[1].rsplit(":", 1)[0]][parts[2]] = parts[3]
     return dict(hosts)
 
 
 def settle(stack):
     """Until every container is healthy and the proxy lists exactly the running
-    backends as healthy."""
+    backends as healthy: those of `grpc` in cluster `backend`, and with the
+    routes override those of `grpc-canary` and `greeter` in theirs."""
     deadline = time.monotonic() + SETTLE_DEADLINE
     state = "nothing yet"
     while time.monotonic() < deadline:
         infos = stack.inspect(stack.containers())
         health = {i["Name"].lstrip("/"): i["State"].get("Health", {}).get("Status", "none")
                   for i in infos}
-        backends = set()
+        backends = collections.defaultdict(set)  # cluster -> addresses of its service
         for i in infos:
-            if i["Config"]["Labels"].get("com.docker.compose.service") == "grpc":
+            cluster = CLUSTER_OF.get(i["Config"]["Labels"].get("com.docker.compose.service"))
+            if cluster:
                 for net in i["NetworkSettings"]["Networks"].values():
                     if net.get("IPAddress"):
-                        backends.add(net["IPAddress"])
+                        backends[cluster].add(net["IPAddress"])
+        backends.setdefault("backend", set())
         admin = stack.host_port("front-proxy", 8001)
         gateway = stack.host_port("gateway", 3000)
-        hosts = clusters(admin) if admin else None
-        listed = {ip for ip, s in (hosts or {}).items() if s.get("health_flags") == "healthy"}
+        hosts = {c: clusters(admin, c) if admin else None for c in backends}
+        listed = {c: {ip for ip, s in (h or {}).items() if s.get("health_flags") == "healthy"}
+                  for c, h in hosts.items()}
         # The gateway's own /healthz, not /alive: waiting must not make calls
         # that a reader following the text would not make (they show in counts).
         live = http_get(gateway, "/healthz")[0] if gateway else None
-        state = (f"health {health}, backends {sorted(backends)}, proxy lists "
-                 f"{sorted((hosts or {}).items())}, gateway /healthz {live}")
-        if (all(h == "healthy" for h in health.values()) and hosts is not None
-                and set(hosts) == backends and listed == backends and live == 200):
+        state = (f"health {health}, backends { {c: sorted(b) for c, b in backends.items()} }, "
+                 f"proxy lists { {c: sorted((h or {}).items()) for c, h in hosts.items()} }, "
+                 f"gateway /healthz {live}")
+        if (all(h == "healthy" for h in health.values())
+                and all(hosts[c] is not None and set(hosts[c]) == b and listed[c] == b
+                        for c, b in backends.items())
+                and live == 200):
             return
         time.sleep(0.5)
     raise RuntimeError(f"the stack did not settle within {SETTLE_DEADLINE:.0f}s: {state}")
@@ -379,7 +406,8 @@ class Shell:
 
 
 def substitute(code, stack):
-    """localhost:3000/8000/8001 -> the stack's host ports (record mode: as is)."""
+    """localhost:3000/8000/8001 -> the stack's host ports, and the routes file
+    -> its temporary copy (record mode: as is)."""
     if stack.record:
         return code
     ports = {p: stack.host_port(*svc) for p, svc in PORTS.items()}
@@ -388,7 +416,9 @@ def substitute(code, stack):
         addr = ports.get(int(m.group(1)))
         return addr if addr else m.group(0)
 
-    return re.sub(r"\blocalhost:(3000|8000|8001)\b", swap, code)
+    code = re.sub(r"\blocalhost:(3000|8000|8001)\b", swap, code)
+    copy = os.path.join(stack.routes_dir, ROUTES_CONFIG.name)
+    return re.sub(r"(?<![\w./-])routes/front-proxy\.yaml\b", lambda _m: copy, code)
 
 
 SETTLES = re.compile(r"docker-compose\b.*\b(up|run|start|restart)\b|docker (kill|stop|start|rm)\b")
@@ -528,6 +558,75 @@ def check_balanced(out, _ctx):
         need(abs(n - share) <= 0.1 * share, f"{ip} served {n}, expected {share:.0f} +- 10%")
 
 
+def cluster_totals(out):
+    """{cluster: upstream_rq_total} from `/stats | grep upstream_rq_total` lines."""
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^cluster\.([\w-]+)\.upstream_rq_total: (\d+)$", out, re.M)}
+
+
+def check_routes_greeter(out, _ctx):
+    """Every Greeter call on the one `greeter` container, whose hostname the
+    block prints after the counts."""
+    counts = greeter_counts(out)
+    m = re.search(r"^([0-9a-f]{12}) /\S+_greeter_1$", out, re.M)
+    need(m, "no `HOSTNAME /..._greeter_1` line from docker inspect")
+    need(list(counts) == [m.group(1)], f"the Greeter calls should all land on greeter "
+                                       f"{m.group(1)}, got {counts}")
+
+
+def canary_share(before, after):
+    """The canary's share of the calls between two /stats outputs (before may be empty)."""
+    a, b = cluster_totals(after), cluster_totals(before)
+    need("backend" in a and "backend-canary" in a, f"no per-cluster upstream_rq_total lines: {a}")
+    canary = a["backend-canary"] - b.get("backend-canary", 0)
+    main = a["backend"] - b.get("backend", 0)
+    need(canary + main > 0, "no calls counted")
+    return 100.0 * canary / (canary + main), canary + main
+
+
+# The weighted pick is random per call, so the canary's count is binomial:
+# over 2000 calls its share has a standard deviation of 0.67 points at 10% and
+# 1.1 points at 50%; the tolerances are 4.5 and 3.6 of those.
+def check_canary(percent, tolerance, since=None):
+    def check(out, ctx):
+        check_no_failures(out, ctx)
+        share, calls = canary_share(ctx.get(since, "") if since else "", out)
+        need(abs(share - percent) <= tolerance,
+             f"backend-canary got {share:.1f}% of {calls} calls, expected {percent}% +- {tolerance}")
+    return check
+
+
+def config_stats(out):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^config\.(\w+): (\d+)$", out, re.M)}
+
+
+def check_reload(out, ctx):
+    check_no_failures(out, ctx)
+    need(re.search(r"configuration reloaded version=2", out), "no `configuration reloaded version=2` log line")
+    c = config_stats(out)
+    need(c.get("version") == 2 and c.get("update_success") == 1,
+         f"/stats: expected config.version 2 after one update, got {c}")
+
+
+def check_config_dump(out, _ctx):
+    need(re.search(r'^  "version": 2$', out, re.M), "/config_dump does not show version 2")
+    need(re.search(r'"result": "success"', out), "/config_dump's last update is not a success")
+    need('{"name": "backend", "weight": 50}, {"name": "backend-canary", "weight": 50}' in out,
+         "/config_dump does not show the 50/50 weights")
+
+
+def check_reload_bad(out, _ctx):
+    need(re.search(r'reload rejected; keeping version 2: .*"backend-canry"', out),
+         "no `reload rejected; keeping version 2` log line naming the undefined cluster")
+    c = config_stats(out)
+    need(c.get("version") == 2 and c.get("update_rejected") == 1,
+         f"/stats: expected config.version 2 and one rejected update, got {c}")
+
+
+def check_reload_fix(out, _ctx):
+    need(re.search(r"configuration reloaded version=3", out), "no `configuration reloaded version=3` log line")
+
+
 CHECKS = {
     "alive": lambda out, _: need(re.search(r"^x-backend-id: [0-9a-f]{12}\s*$", out, re.M | re.I),
                                  "no x-backend-id header naming a container"),
@@ -544,6 +643,13 @@ CHECKS = {
     "lr-slow": check_lr_slow,
     "rr-config": check_round_robin_config,
     "rr-slow": check_rr_slow,
+    "routes-greeter": check_routes_greeter,
+    "canary-split": check_canary(10, 3.0),
+    "reload": check_reload,
+    "config-dump": check_config_dump,
+    "canary-50": check_canary(50, 4.0, since="reload"),
+    "reload-bad": check_reload_bad,
+    "reload-fix": check_reload_fix,
 }
 
 
@@ -577,6 +683,9 @@ def main():
     outputs = {}
     shell = None
     started = time.monotonic()
+    # The routes section tells the reader to edit this file; --record does
+    # just that, so put it back whatever happens.
+    routes_original = ROUTES_CONFIG.read_bytes()
     try:
         shell = Shell(stack.env, ROOT, stack.compose)
         for block in blocks:
@@ -618,6 +727,9 @@ def main():
     finally:
         if shell:
             shell.close()
+        if ROUTES_CONFIG.read_bytes() != routes_original:
+            ROUTES_CONFIG.write_bytes(routes_original)
+            log(f"docs-test: {ROUTES_CONFIG.relative_to(ROOT)} put back as it was")
         log(f"\n==> down -v --remove-orphans ({stack.project})")
         stack.down()
         left = stack.leftovers()

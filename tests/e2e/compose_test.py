@@ -15,13 +15,23 @@ passes on (independent of the proxy's own statistics):
 4. one backend container stopped under traffic: no request fails;
 5. scale to 2 under traffic: no request fails;
 6. the layer 4 override puts every request of the gateway's one connection on
-   one backend (the skew layer 7 removes).
+   one backend (the skew layer 7 removes);
+7. the routes override (compose/docker-compose.routes.yml, 3 `grpc`, one
+   `grpc-canary`, one `greeter`): every helloworld.Greeter call (grpcio, from
+   the project's venv) lands on `greeter`, /alive splits 90/10 between `grpc`
+   and `grpc-canary`; a rewrite of the mounted file to 50/50 under traffic is
+   applied (`/config_dump` version 2), moves the split to 50/50, fails no
+   request and keeps the gateway's connection; a file routing to an undefined
+   cluster is refused (version unchanged, `config.update_rejected` 1, the
+   split unchanged). The test edits a temporary copy of compose/routes
+   (ROUTES_DIR), never the tracked file.
 
 The stack is always taken down (`down -v --remove-orphans`), also when a check
 fails or the test is interrupted, and the test then checks that nothing of its
-project is left. Python 3 standard library only.
+project is left. Python 3 standard library only; the Greeter calls of step 7
+run tests/docs/fixtures/greeter_client.py in the venv of scripts/python-env.
 
-Usage: tests/e2e/compose_test.py [--no-build]
+Usage: tests/e2e/compose_test.py [--no-build] [--routes-only]
 """
 
 import argparse
@@ -31,9 +41,11 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -43,6 +55,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 BASE = COMPOSE_DIR / "docker-compose.yml"
 L4 = COMPOSE_DIR / "docker-compose.l4.yml"
+ROUTES = COMPOSE_DIR / "docker-compose.routes.yml"
+ROUTES_CONFIG = COMPOSE_DIR / "routes" / "front-proxy.yaml"
+GREETER_CLIENT = ROOT / "tests" / "docs" / "fixtures" / "greeter_client.py"
 
 # compose/front-proxy.yaml resolves `backend` again every second.
 DNS_REFRESH = 1.0
@@ -208,15 +223,15 @@ def get(addr, path, timeout=5.0):
         conn.close()
 
 
-def cluster_hosts(admin):
-    """Admin /clusters: {host: {stat: value}} of cluster `backend`."""
+def cluster_hosts(admin, cluster="backend"):
+    """Admin /clusters: {host: {stat: value}} of one cluster."""
     status, _, body = get(admin, "/clusters")
     if status != 200:
         return {}
     hosts = collections.defaultdict(dict)
     for line in body.decode(errors="replace").splitlines():
         parts = line.split("::")
-        if len(parts) == 4 and parts[0] == "backend" and re.match(r"[\d.]+:\d+$", parts[1]):
+        if len(parts) == 4 and parts[0] == cluster and re.match(r"[\d.]+:\d+$", parts[1]):
             hosts[parts[1]][parts[2]] = parts[3]
     return dict(hosts)
 
@@ -597,10 +612,291 @@ def wait_ready_l4(stack, admin, gateway, replicas):
     raise RuntimeError("the layer 4 proxy did not become ready")
 
 
+# --- routes, a canary and live reload (compose/docker-compose.routes.yml) ---------
+
+# Which compose service answers for which cluster of compose/routes/front-proxy.yaml.
+ROUTE_CLUSTERS = {"grpc": "backend", "grpc-canary": "backend-canary", "greeter": "greeter"}
+# Calls per measured split. The weighted pick is random per call, so the
+# canary's count is binomial: over 4000 calls its share has a standard
+# deviation of 0.47 points at 10% and 0.79 points at 50%. A tolerance of
+# +-3 points is 6.3 and 3.8 standard deviations: a correct proxy fails it
+# less than once in 7000 runs, while weights off by 10 points (80/20, 60/40)
+# land far outside it.
+SPLIT_CALLS = 4000
+SPLIT_TOLERANCE = 3.0
+GREETER_CALLS = 500
+# The proxy checks its file every second; the margin is for a loaded machine.
+RELOAD_DEADLINE = 15.0
+
+
+def services_by_hostname(stack):
+    """{x-backend-id (container hostname): compose service} of every backend."""
+    found = {}
+    for info in inspect(stack.containers()):
+        service = info["Config"]["Labels"].get("com.docker.compose.service")
+        if service in ROUTE_CLUSTERS:
+            found[info["Config"]["Hostname"]] = service
+    return found
+
+
+def stats(admin):
+    """Admin /stats as {name: int}."""
+    status, _, body = get(admin, "/stats")
+    if status != 200:
+        raise RuntimeError(f"/stats answered {status}")
+    found = {}
+    for line in body.decode(errors="replace").splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().lstrip("-").isdigit():
+            found[name] = int(value)
+    return found
+
+
+def config_dump(admin):
+    status, _, body = get(admin, "/config_dump")
+    if status != 200:
+        raise RuntimeError(f"/config_dump answered {status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def wait_ready_routes(stack, admin, gateway, replicas):
+    """Until every container is healthy, each cluster lists its service's
+    containers as healthy hosts, and /alive calls reach every grpc and
+    grpc-canary container."""
+    deadline = time.monotonic() + READY_DEADLINE
+    started = time.monotonic()
+    while True:
+        infos = inspect(stack.containers())
+        health = {i["Name"].lstrip("/"): i["State"].get("Health", {}).get("Status", "none")
+                  for i in infos}
+        want = collections.defaultdict(set)
+        for i in infos:
+            service = i["Config"]["Labels"].get("com.docker.compose.service")
+            if service in ROUTE_CLUSTERS:
+                for net in i["NetworkSettings"]["Networks"].values():
+                    if net.get("IPAddress"):
+                        want[ROUTE_CLUSTERS[service]].add(f"{net['IPAddress']}:8080")
+        try:
+            have = {c: {h for h, s in cluster_hosts(admin, c).items()
+                        if s.get("health_flags") == "healthy"}
+                    for c in ROUTE_CLUSTERS.values()}
+        except OSError:
+            have = {}
+        if (len(infos) == 4 + replicas and all(s == "healthy" for s in health.values())
+                and len(want["backend"]) == replicas
+                and all(have.get(c) == want[c] for c in ROUTE_CLUSTERS.values())):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"routes stack not ready after {READY_DEADLINE:.0f}s: health {health}, "
+                               f"clusters want {dict(want)}, proxy lists {have}")
+        time.sleep(0.5)
+    log(f"    {len(infos)} containers healthy, clusters "
+        + ", ".join(f"{c} {len(h)}" for c, h in have.items())
+        + f" after {time.monotonic() - started:.1f}s")
+    wanted = {h for h, s in services_by_hostname(stack).items() if s != "greeter"}
+    client = Client(gateway)
+    seen = set()
+    try:
+        while not wanted <= seen:
+            backend, _ = client.call()
+            if backend:
+                seen.add(backend)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"calls reached only {sorted(seen)} of {sorted(wanted)}")
+    finally:
+        client.close()
+
+
+def by_service(counts, services):
+    """{service: calls} from {x-backend-id: calls}; unknown ids as `?id`."""
+    totals = collections.Counter()
+    for backend, n in counts.items():
+        totals[services.get(backend, f"?{backend}")] += n
+    return totals
+
+
+def canary_share(totals):
+    both = totals["grpc"] + totals["grpc-canary"]
+    return 100.0 * totals["grpc-canary"] / both if both else float("nan")
+
+
+def check_split(checks, totals, canary_percent, what):
+    share = canary_share(totals)
+    calls = sum(totals.values())
+    strays = {s: n for s, n in totals.items() if s not in ("grpc", "grpc-canary")}
+    log(f"    {what}: grpc {totals['grpc']}, grpc-canary {totals['grpc-canary']} "
+        f"of {calls} calls: canary {share:.1f}%")
+    checks.check(not strays, f"{what}: /alive calls reached grpc and grpc-canary only "
+                             f"({dict(strays) or 'no others'})")
+    checks.check(abs(share - canary_percent) <= SPLIT_TOLERANCE,
+                 f"{what}: grpc-canary got {canary_percent}% +- {SPLIT_TOLERANCE:.0f} points "
+                 f"of {calls} calls ({share:.1f}%)")
+    return share
+
+
+def greeter_calls(proxy, total):
+    """SayHello calls by grpcio on one channel: ({x-backend-id: calls}, failures, output)."""
+    venv = run([ROOT / "scripts" / "python-env"]).strip().splitlines()[-1]
+    out = run([Path(venv) / "bin" / "python", GREETER_CLIENT, f"{proxy[0]}:{proxy[1]}",
+               "--calls", str(total), "--concurrency", "8"], check=False)
+    counts = {m.group(2): int(m.group(1))
+              for m in re.finditer(r"^\s*(\d+)\s+x-backend-id: (\S+)\s*$", out, re.M)}
+    failed = sum(int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s+failed: ", out, re.M))
+    if not counts and not failed:
+        failed = total
+    return counts, failed, out
+
+
+def split_now(gateway, total=SPLIT_CALLS):
+    """`total` /alive calls from WORKERS clients: ({x-backend-id: calls}, errors)."""
+    with Traffic(gateway) as traffic:
+        traffic.wait_for(lambda r: len(r) >= total, time.monotonic() + 120, f"{total} calls")
+    records = traffic.records[:total]
+    counts = collections.Counter(b for _, b, _ in records if b)
+    return counts, [e for _, b, e in records if not b]
+
+
+def edited(text, old, new):
+    if text.count(old) != 1:
+        raise RuntimeError(f"{ROUTES_CONFIG.name}: expected `{old}` once, found {text.count(old)}")
+    return text.replace(old, new)
+
+
+def replace_file(path, text):
+    """As an editor or `sed -i` does: a new file renamed over the old one (a new
+    inode, which a single-file bind mount would not show)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def proxy_log(stack, since):
+    lines = []
+    for container in stack.containers("front-proxy"):
+        lines += run(["docker", "logs", "--since", f"{since:.3f}", container], check=False).splitlines()
+    return lines
+
+
+def routes(stack, routes_dir, checks, replicas=3):
+    step(f"routes override (compose/docker-compose.routes.yml): {replicas} grpc, grpc-canary, greeter")
+    stack.files = [BASE, ROUTES]
+    stack.run("up", "-d", "--scale", f"grpc={replicas}", capture=False)
+    gateway = stack.port("gateway", 3000)
+    proxy = stack.port("front-proxy", 8000)
+    admin = stack.port("front-proxy", 8001)
+    wait_ready_routes(stack, admin, gateway, replicas)
+    services = services_by_hostname(stack)
+    labels = {h: f"{s} {h}" for h, s in services.items()}
+    log("    backends: " + ", ".join(sorted(labels.values())))
+    dump = config_dump(admin)
+    checks.check(dump.get("version") == 1 and dump.get("source") == "/etc/proxy/routes/front-proxy.yaml",
+                 f"/config_dump: version 1 from the mounted routes file "
+                 f"(version {dump.get('version')}, source {dump.get('source')})")
+
+    step(f"{GREETER_CALLS} helloworld.Greeter/SayHello calls (grpcio, one channel) to the proxy")
+    counts, failed, out = greeter_calls(proxy, GREETER_CALLS)
+    for line in out.strip().splitlines():
+        log(f"    | {line}")
+    totals = by_service(counts, services)
+    checks.check(failed == 0, f"{GREETER_CALLS} Greeter calls, none failed ({failed} failed)")
+    checks.check(set(totals) == {"greeter"} and totals["greeter"] == GREETER_CALLS,
+                 f"every Greeter call landed on the greeter service ({dict(totals)})")
+
+    step(f"{SPLIT_CALLS} /alive calls through the gateway ({WORKERS} clients): 90/10")
+    counts, errors = split_now(gateway)
+    checks.check(not errors, f"{SPLIT_CALLS} calls at 90/10, none failed ({len(errors)} failed)")
+    check_split(checks, by_service(counts, services), 10, "at 90/10")
+
+    step("reload to 50/50 under continuous traffic: the mounted file rewritten")
+    path = Path(routes_dir) / ROUTES_CONFIG.name
+    text = path.read_text()
+    half = edited(edited(text, "name: backend, weight: 90 }", "name: backend, weight: 50 }"),
+                  "name: backend-canary, weight: 10 }", "name: backend-canary, weight: 50 }")
+    before = stats(admin)
+    wall = time.time()
+    with Traffic(gateway) as traffic:
+        traffic.wait_for(lambda r: len(r) >= 200, time.monotonic() + 30, "traffic to flow")
+        t0 = time.monotonic()
+        replace_file(path, half)
+        applied = traffic.wait_for(lambda r: config_dump(admin).get("version") == 2,
+                                   t0 + RELOAD_DEADLINE, "/config_dump version 2")
+        t_applied = time.monotonic()
+        if applied:
+            log(f"    /config_dump shows version 2 {t_applied - t0:.2f}s after the file was replaced")
+        traffic.wait_for(lambda r: traffic.successes_after(t_applied) >= SPLIT_CALLS,
+                         t_applied + 120, f"{SPLIT_CALLS} calls after the reload")
+    after = stats(admin)
+    _, errors = traffic.summary(labels)
+    counts = collections.Counter(b for t, b, _ in traffic.records if t >= t_applied and b)
+    explain(stack, wall, errors)
+    checks.check(applied, f"the rewritten file was applied within {RELOAD_DEADLINE:.0f}s "
+                          f"({t_applied - t0:.2f}s)")
+    checks.check(not errors, f"no failed request during the reload ({len(errors)} of "
+                             f"{len(traffic.records)} failed)")
+    check_split(checks, by_service(counts, services), 50, "after the reload to 50/50")
+    cx = "http.ingress.downstream_cx_total"
+    checks.check(before.get(cx) is not None and before.get(cx) == after.get(cx),
+                 f"the reload kept the gateway's connection ({cx} {before.get(cx)} -> {after.get(cx)})")
+    checks.check(after.get("config.update_success") == 1 and after.get("config.version") == 2,
+                 f"/stats: config.update_success 1, config.version 2 "
+                 f"({after.get('config.update_success')}, {after.get('config.version')})")
+    logged = [l for l in proxy_log(stack, wall) if "configuration reloaded" in l]
+    checks.check(logged, f"the proxy logged `configuration reloaded` ({logged[-1].strip()[:160] if logged else 'no'})")
+
+    step("a broken file (a route to an undefined cluster) under continuous traffic")
+    broken = edited(half, "name: backend-canary, weight: 50 }", "name: backend-canry, weight: 50 }")
+    wall = time.time()
+    with Traffic(gateway) as traffic:
+        traffic.wait_for(lambda r: len(r) >= 200, time.monotonic() + 30, "traffic to flow")
+        t0 = time.monotonic()
+        replace_file(path, broken)
+        refused = traffic.wait_for(lambda r: stats(admin).get("config.update_rejected") == 1,
+                                   t0 + RELOAD_DEADLINE, "config.update_rejected 1")
+        t_refused = time.monotonic()
+        if refused:
+            log(f"    config.update_rejected 1 after {t_refused - t0:.2f}s")
+        traffic.wait_for(lambda r: traffic.successes_after(t_refused) >= SPLIT_CALLS,
+                         t_refused + 120, f"{SPLIT_CALLS} calls after the refusal")
+    now = stats(admin)
+    dump = config_dump(admin)
+    _, errors = traffic.summary(labels)
+    counts = collections.Counter(b for t, b, _ in traffic.records if t >= t_refused and b)
+    explain(stack, wall, errors)
+    last = dump.get("last_update") or {}
+    problems = " ".join(map(str, last.get("problems") or []))
+    log(f"    /config_dump: version {dump.get('version')}, last_update {json.dumps(last)[:300]}")
+    checks.check(refused, f"the broken file was refused within {RELOAD_DEADLINE:.0f}s "
+                          f"(config.update_rejected {now.get('config.update_rejected')})")
+    checks.check(dump.get("version") == 2 and now.get("config.version") == 2
+                 and now.get("config.update_success") == 1,
+                 f"the broken file changed nothing: version 2 in /config_dump and /stats "
+                 f"({dump.get('version')}, {now.get('config.version')})")
+    checks.check(last.get("result") == "rejected" and "backend-canry" in problems,
+                 f"/config_dump's last_update says rejected and names the undefined cluster "
+                 f"({last.get('result')}: {problems[:200]})")
+    checks.check(not errors, f"no failed request after the broken file ({len(errors)} failed)")
+    check_split(checks, by_service(counts, services), 50, "after the broken file")
+    logged = [l for l in proxy_log(stack, wall) if "configuration reload rejected; keeping version 2" in l]
+    checks.check(logged, f"the proxy logged `configuration reload rejected; keeping version 2` "
+                         f"({logged[-1].strip()[:200] if logged else 'no'})")
+
+
+def routes_copy():
+    """A temporary copy of compose/routes that the proxy (user nobody) can read."""
+    tmp = Path(tempfile.mkdtemp(prefix="e2e-routes-"))
+    tmp.chmod(0o755)
+    shutil.copy(ROUTES_CONFIG, tmp / ROUTES_CONFIG.name)
+    (tmp / ROUTES_CONFIG.name).chmod(0o644)
+    return tmp
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-build", action="store_true",
                         help="use the images already built (scripts/build-images)")
+    parser.add_argument("--routes-only", action="store_true",
+                        help="only step 7, the routes override (faster, while working on it)")
     args = parser.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -611,22 +907,26 @@ def main():
 
     stack = Stack()
     checks = Checks()
+    routes_dir = routes_copy()
+    stack.env["ROUTES_DIR"] = str(routes_dir)
     try:
-        step(f"up: project {stack.project}, 3 backends ({BACKEND_DELAY_MS} ms per call), "
-             f"ephemeral ports on 127.0.0.1 ({' '.join(stack.compose)})")
-        stack.run("up", "-d", "--scale", "grpc=3", capture=False)
-        gateway = stack.port("gateway", 3000)
-        admin = stack.port("front-proxy", 8001)
-        log(f"    gateway http://{gateway[0]}:{gateway[1]}/alive, "
-            f"admin http://{admin[0]}:{admin[1]}/clusters")
-        wait_ready(stack, admin, gateway, replicas=3)
-        names = {h: b.name for h, b in backends(stack).items()}
-        spread(gateway, names, checks)
-        scale_up(stack, gateway, checks)
-        freeze_and_cut(stack, gateway, checks)
-        stop_one(stack, gateway, checks)
-        scale_down(stack, gateway, checks)
-        layer4(stack, checks)
+        if not args.routes_only:
+            step(f"up: project {stack.project}, 3 backends ({BACKEND_DELAY_MS} ms per call), "
+                 f"ephemeral ports on 127.0.0.1 ({' '.join(stack.compose)})")
+            stack.run("up", "-d", "--scale", "grpc=3", capture=False)
+            gateway = stack.port("gateway", 3000)
+            admin = stack.port("front-proxy", 8001)
+            log(f"    gateway http://{gateway[0]}:{gateway[1]}/alive, "
+                f"admin http://{admin[0]}:{admin[1]}/clusters")
+            wait_ready(stack, admin, gateway, replicas=3)
+            names = {h: b.name for h, b in backends(stack).items()}
+            spread(gateway, names, checks)
+            scale_up(stack, gateway, checks)
+            freeze_and_cut(stack, gateway, checks)
+            stop_one(stack, gateway, checks)
+            scale_down(stack, gateway, checks)
+            layer4(stack, checks)
+        routes(stack, routes_dir, checks)
     except (Exception, KeyboardInterrupt) as e:
         checks.check(False, f"the test ran to its end ({type(e).__name__}: {e})")
     finally:
@@ -638,6 +938,7 @@ def main():
                   capture=False, check=False)
         left = stack.leftovers()
         checks.check(not left, f"down left no containers, networks or volumes ({left or 'none'})")
+        shutil.rmtree(routes_dir, ignore_errors=True)
     return 0 if checks.report() else 1
 
 
