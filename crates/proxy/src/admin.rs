@@ -76,6 +76,11 @@ struct StatsQuery {
     filter: Option<String>,
     /// Only stats that were ever written (non-zero, or a histogram with values).
     usedonly: Option<String>,
+    /// With `format=json`, each histogram's buckets too: `cumulative` (counts
+    /// at or below each bound) or `disjoint` (counts within each bucket), so
+    /// that a page can compute the percentiles of the last minutes from two
+    /// readings.
+    histogram_buckets: Option<String>,
 }
 
 impl Format {
@@ -101,7 +106,7 @@ async fn help() -> Response {
          /listeners: print listener info (?format=json)\n  \
          /help: print out list of admin commands\n  \
          /ready: print server state, return 200 if LIVE, otherwise return 503\n  \
-         /stats: print server stats (?format=json, ?filter=REGEX, ?usedonly)\n  \
+         /stats: print server stats (?format=json, ?filter=REGEX, ?usedonly, ?histogram_buckets=cumulative|disjoint)\n  \
          /stats/prometheus: print server stats in prometheus format\n"
             .to_owned(),
     )
@@ -836,6 +841,19 @@ async fn stats(State(state): State<Arc<AdminState>>, Query(q): Query<StatsQuery>
     hists.retain(|h| keep(&h.dotted, h.values.count() > 0));
     hists.sort_by(|a, b| a.dotted.cmp(&b.dotted));
     if q.format.as_deref() == Some("json") {
+        let buckets = match q.histogram_buckets.as_deref() {
+            None => None,
+            Some(kind @ ("cumulative" | "disjoint")) => Some(kind.to_owned()),
+            Some(other) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    text(format!(
+                        "histogram_buckets {other:?}: give cumulative or disjoint\n"
+                    )),
+                )
+                    .into_response();
+            }
+        };
         let mut stats: Vec<_> = all
             .iter()
             .map(|s| json!({ "name": s.dotted, "value": s.value }))
@@ -847,7 +865,28 @@ async fn stats(State(state): State<Arc<AdminState>>, Query(q): Query<StatsQuery>
                     .iter()
                     .map(|&q| json!({ "interval": null, "cumulative": h.values.quantile_ms(q) }))
                     .collect();
-                json!({ "name": h.dotted, "values": values, "count": h.values.count() })
+                let mut entry =
+                    json!({ "name": h.dotted, "values": values, "count": h.values.count() });
+                if let Some(kind) = &buckets {
+                    let mut running = 0;
+                    let listed: Vec<_> = h
+                        .values
+                        .counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| {
+                            running += n;
+                            let upper = crate::histogram::BOUNDS_US
+                                .get(i)
+                                .map(|&us| us as f64 / 1000.0);
+                            let count = if kind == "cumulative" { running } else { n };
+                            json!({ "upper_bound": upper, "count": count })
+                        })
+                        .collect();
+                    entry["buckets"] = json!(listed);
+                    entry["sum"] = json!(h.values.sum_us as f64 / 1000.0);
+                }
+                entry
             })
             .collect();
         let supported: Vec<f64> = crate::histogram::QUANTILES

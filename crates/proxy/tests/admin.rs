@@ -163,6 +163,18 @@ async fn stats_prometheus_ready_and_the_page() {
         &json["stats"].as_array().unwrap().last().unwrap()["histograms"]["computed_quantiles"];
     assert_eq!(computed[0]["name"], "http.ingress.downstream_rq_time");
     assert_eq!(computed[0]["count"], 1);
+    let (_, json) = proxy
+        .admin_get("/stats?format=json&filter=downstream_rq_t&histogram_buckets=disjoint")
+        .await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let h =
+        &json["stats"].as_array().unwrap().last().unwrap()["histograms"]["computed_quantiles"][0];
+    let buckets = h["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 97, "every bucket, the overflow last");
+    assert_eq!(buckets[0]["upper_bound"], 0.1);
+    assert!(buckets[96]["upper_bound"].is_null());
+    let counted: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 1);
 
     let (status, prom) = proxy.admin_get("/stats/prometheus").await;
     assert_eq!(status, 200);
