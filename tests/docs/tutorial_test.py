@@ -624,7 +624,9 @@ def check_reload_bad(out, _ctx):
 
 
 def check_reload_fix(out, _ctx):
-    need(re.search(r"configuration reloaded version=3", out), "no `configuration reloaded version=3` log line")
+    need(re.search(r"configuration file unchanged; nothing to reload version=2", out),
+         "no `configuration file unchanged; nothing to reload version=2` log line")
+    need(not re.search(r"configuration reloaded version=3", out), "the corrected file made a version 3")
 
 
 CHECKS = {
