@@ -51,6 +51,7 @@ LEVELS = {
     "`clusters[].circuit_breakers`": "clusters: [{circuit_breakers: {bogus_key: 1}}]\n",
     "`clusters[].tls`": "clusters: [{tls: {bogus_key: 1}}]\n",
     "`dns`": "dns: {bogus_key: 1}\n",
+    "`traces`": "traces: {otlp_endpoint: 'http://a:4317', bogus_key: 1}\n",
 }
 
 

@@ -43,6 +43,8 @@ pub struct AdminState {
     /// The configuration in force, its clusters and listeners.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub reload: Arc<ReloadStats>,
+    /// Span export counters, when traces are on.
+    pub traces: Option<Arc<crate::trace::TraceStats>>,
     /// False once draining has begun (or before start-up finished).
     pub ready: Arc<AtomicBool>,
     pub started: Instant,
@@ -632,6 +634,27 @@ fn samples(state: &AdminState) -> Vec<Sample> {
         ),
     ] {
         push("config", "", Vec::new(), stat, counter, help, value);
+    }
+    if let Some(t) = &state.traces {
+        for (stat, help, value) in [
+            (
+                "spans_exported",
+                "Spans the collector accepted",
+                t.spans_exported.get(),
+            ),
+            (
+                "spans_dropped",
+                "Spans dropped: the queue was full (collector slow or away) or their export failed",
+                t.spans_dropped.get(),
+            ),
+            (
+                "export_failures",
+                "Span exports that failed or timed out",
+                t.export_failures.get(),
+            ),
+        ] {
+            push("traces", "", Vec::new(), stat, true, help, value);
+        }
     }
     push(
         "access_log",

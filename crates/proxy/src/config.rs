@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod listener;
 pub mod route;
+pub mod traces;
 pub mod values;
 
 use std::collections::HashSet;
@@ -32,6 +33,7 @@ pub use listener::{ListenerConfig, ListenerTls};
 pub use route::{
     HeaderMatch, RouteAction, RouteConfig, RouteMatch, VirtualHostConfig, WeightedCluster,
 };
+pub use traces::TraceConfig;
 pub use values::{AccessLogFormat, LbPolicy, Mode, Switch, Upstream};
 
 use values::{duration, on_off, ser_duration};
@@ -55,6 +57,8 @@ pub struct Config {
     /// Drain deadline after a shutdown signal.
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// One span per call over OTLP; off when `None`.
+    pub traces: Option<TraceConfig>,
     /// The command line and file this came from, when it named a file:
     /// what a reload reads again.
     #[serde(skip)]
@@ -116,6 +120,8 @@ struct FileConfig {
     workers: usize,
     #[serde(default = "default_drain_timeout", deserialize_with = "duration")]
     drain_timeout: Duration,
+    #[serde(default)]
+    traces: Option<TraceConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +191,7 @@ impl Config {
             dns: DnsFile::default(),
             workers: 0,
             drain_timeout: default_drain_timeout(),
+            traces: None,
         });
         let mut listeners = file.listeners;
         let mut clusters = file.clusters;
@@ -329,6 +336,14 @@ impl Config {
             dns_resolvers,
             workers: cli.workers.unwrap_or(file.workers),
             drain_timeout: cli.drain_timeout.unwrap_or(file.drain_timeout),
+            traces: match (&cli.otlp_endpoint, file.traces) {
+                (Some(endpoint), Some(mut t)) => {
+                    t.otlp_endpoint.clone_from(endpoint);
+                    Some(t)
+                }
+                (Some(endpoint), None) => Some(TraceConfig::new(endpoint)),
+                (None, t) => t,
+            },
             source: None,
         };
         problems.extend(config.problems(from_file));
@@ -353,6 +368,9 @@ impl Config {
                 "the admin interface and a listener both use {admin}"
             ));
         }
+        if let Some(t) = &self.traces {
+            problems.extend(t.problems());
+        }
         if self.drain_timeout.is_zero() {
             problems.push("drain_timeout must be more than zero".into());
         }
@@ -369,6 +387,9 @@ impl Config {
         let mut out = String::new();
         listener::summary(&self.listeners, &mut out);
         cluster::summary(&self.clusters, &mut out);
+        if let Some(t) = &self.traces {
+            out.push_str(&t.summary());
+        }
         match self.admin {
             Some(a) => out.push_str(&format!("admin on {a}\n")),
             None => out.push_str("admin off\n"),
@@ -559,6 +580,26 @@ clusters:
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn traces_are_off_unless_configured_and_checked_when_they_are() {
+        let config = from_yaml("clusters: [{upstreams: [b:1]}]", &[]).unwrap();
+        assert_eq!(config.traces, None);
+        let yaml =
+            "traces: {otlp_endpoint: 'http://collector:4317'}\nclusters: [{upstreams: [b:1]}]\n";
+        let t = from_yaml(yaml, &[]).unwrap().traces.unwrap();
+        assert_eq!(t.max_queue_size, 2048);
+        assert_eq!(t.scheduled_delay, Duration::from_secs(1));
+        let t = from_yaml(yaml, &["--otlp-endpoint", "http://other:4317"])
+            .unwrap()
+            .traces
+            .unwrap();
+        assert_eq!(t.otlp_endpoint, "http://other:4317");
+        let bad = "traces: {otlp_endpoint: 'collector:4317', max_queue_size: 4, max_export_batch_size: 8}\nclusters: [{upstreams: [b:1]}]\n";
+        let err = from_yaml(bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("http://HOST:PORT"), "{err}");
+        assert!(err.contains("must not exceed max_queue_size"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,7 @@ use crate::grpc::{self, code};
 use crate::histogram::Histogram;
 use crate::outlier::{self, Verdict};
 use crate::route::RouteTable;
+use crate::trace::{self, Traces};
 use crate::upstream::UpstreamError;
 
 /// Per-listener statistics, named as Envoy names them under `http.<listener>.`.
@@ -163,6 +164,8 @@ pub struct Ingress {
     /// Lines about protocol abuse (rapid reset, unanswered PINGs), at most
     /// one per interval for the whole listener.
     pub abuse_log: Arc<LogLimiter>,
+    /// Span export, when `traces` is configured.
+    pub traces: Option<Traces>,
 }
 
 /// Lets a kind of log line through at most once per interval, counting what
@@ -224,6 +227,9 @@ impl Outcome {
     }
 }
 
+/// The W3C trace context header.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// Handles one client stream to the end.
 pub async fn handle(
     ingress: Arc<Ingress>,
@@ -242,6 +248,12 @@ pub async fn handle(
     ensure_request_id(&mut parts.headers, ingress.generate_request_id);
     let mut record = Record::default();
     let grpc = grpc::is_grpc(&parts.headers);
+    let context = ingress.traces.as_ref().map(|_| {
+        // The host is told the proxy's span, so its spans hang under it.
+        let context = trace::Context::from_header(parts.headers.get(TRACEPARENT));
+        parts.headers.insert(TRACEPARENT, context.header());
+        context
+    });
     let table = ingress.routes.load_full();
     let mut respond = respond;
     let Some(route) = table.find(&parts) else {
@@ -299,6 +311,21 @@ pub async fn handle(
     cluster
         .methods
         .record(parts.uri.path(), outcome.grpc_status, elapsed);
+    if let (Some(traces), Some(context)) = (&ingress.traces, context) {
+        traces.record(trace::CallSpan {
+            context,
+            path: parts.uri.path().to_owned(),
+            start: start_time,
+            end: start_time + elapsed,
+            listener: ingress.listener.clone(),
+            cluster: cluster.name().to_owned(),
+            host: record.upstream,
+            grpc_status: outcome.grpc_status,
+            http_status: outcome.response_code,
+            retries: record.retries,
+            flags: outcome.flags,
+        });
+    }
     drain_request(body).await;
 }
 
@@ -397,6 +424,8 @@ struct Record {
     bytes_received: u64,
     bytes_sent: u64,
     upstream_service_time_ms: Option<u64>,
+    /// Attempts made again on another host.
+    retries: u32,
 }
 
 /// Counts one attempt for its host: success or error, and outlier detection.
@@ -839,6 +868,7 @@ impl Call<'_> {
                         retries += 1;
                     }
                     stats.upstream_rq_retry.inc();
+                    self.record.retries += 1;
                     if retry_slot.is_none() {
                         stats.upstream_rq_retry_active.inc();
                         retry_slot = Some(GaugeSlot(&stats.upstream_rq_retry_active));

@@ -24,6 +24,7 @@
 //! - [`grpc`]: the gRPC knowledge the proxy needs (status, local replies).
 //! - [`l4`]: the TCP (layer 4) mode, to show connection-level skew.
 //! - [`tls`]: TLS termination (ALPN h2, reload) and TLS to upstreams.
+//! - [`trace`]: one span per call over OTLP, batched, bounded, never waited for.
 //! - [`admin`]: `/clusters`, `/stats`, `/stats/prometheus`, `/ready`, `/`.
 //! - [`access_log`]: one line per request in Envoy's default format.
 //! - [`run`]: wires it together and drains on shutdown.
@@ -47,6 +48,7 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 use std::future::Future;
@@ -77,6 +79,8 @@ pub enum Error {
         #[source]
         source: tls::TlsError,
     },
+    #[error("cannot start trace export: {what}")]
+    Traces { what: String },
     #[error("cannot listen on {addr} ({what})")]
     Bind {
         what: String,
@@ -186,6 +190,18 @@ pub async fn run_with_log(
     };
 
     let hangup = reload::Hangup::install();
+    // Stopped after the drain, with a last export of what is queued.
+    let stop_traces = CancellationToken::new();
+    let traces = match &config.traces {
+        Some(t) => {
+            let started = trace::Traces::start(t, stop_traces.clone())
+                .map_err(|what| Error::Traces { what })?;
+            tracing::info!(endpoint = %t.otlp_endpoint, "exporting one span per call over OTLP");
+            Some(started)
+        }
+        None => None,
+    };
+    let trace_stats = traces.as_ref().map(|t| Arc::clone(&t.stats));
     let shared = reload::Shared {
         access_log: access_log.clone(),
         resolver: Resolver::new(&config.dns_resolvers),
@@ -194,6 +210,7 @@ pub async fn run_with_log(
         stop_accepting: stop_accepting.clone(),
         stop_background: stop_background.clone(),
         cut: cut.clone(),
+        traces,
     };
     let live = reload::Live::start(shared, config, listeners.proxy).await?;
     let snapshot = Arc::clone(&live.snapshot);
@@ -207,6 +224,7 @@ pub async fn run_with_log(
         let state = Arc::new(AdminState {
             snapshot: Arc::clone(&snapshot),
             reload: Arc::clone(&reload_stats),
+            traces: trace_stats.clone(),
             ready: Arc::clone(&ready),
             started,
             access_log_dropped: Arc::clone(&access_log.dropped),
@@ -257,8 +275,10 @@ pub async fn run_with_log(
     } else {
         tracing::info!("all calls finished");
     }
-    // Stage 3: stop discovery and close upstream connections.
+    // Stage 3: stop discovery and close upstream connections; export the
+    // last spans.
     stop_background.cancel();
+    stop_traces.cancel();
     for cluster in &in_force.clusters {
         cluster.shut_down();
     }

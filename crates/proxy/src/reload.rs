@@ -116,6 +116,8 @@ pub struct Shared {
     pub stop_background: CancellationToken,
     /// Cancelled when the drain deadline passes.
     pub cut: CancellationToken,
+    /// Span export (restart-only), when configured.
+    pub traces: Option<crate::trace::Traces>,
 }
 
 struct LiveCluster {
@@ -356,9 +358,7 @@ impl Live {
                 name: l.name.clone(),
                 address: live.address,
                 mode: l.mode,
-                routes: l
-                    .only_cluster()
-                    .map_or_else(|| "routes".to_owned(), |c| format!("cluster {c}")),
+                routes: describe(l),
                 stats: Arc::clone(&live.stats),
             });
             next_listeners.push(live);
@@ -461,6 +461,7 @@ impl Live {
             per_connection_buffer_limit: l.per_connection_buffer_limit_bytes,
             keepalive: l.keepalive_interval.map(|i| (i, l.keepalive_timeout)),
             abuse_log: Arc::clone(abuse_log),
+            traces: self.shared.traces.clone(),
         };
         if let Some(old) = old
             && let Kind::L7 {
@@ -600,6 +601,15 @@ impl Live {
                 why,
                 "configuration file unchanged; nothing to reload"
             );
+            // A file put back as it was after a refused edit: the refusal is over.
+            if self.stats.last().is_some_and(|u| !u.success) {
+                self.stats.record(LastUpdate {
+                    success: true,
+                    at: SystemTime::now(),
+                    why,
+                    problems: Vec::new(),
+                });
+            }
             return;
         }
         self.stats.update_attempt.inc();
@@ -665,9 +675,19 @@ fn same_file(a: &Config, b: &Config) -> bool {
     matches!((&a.source, &b.source), (Some(x), Some(y)) if x.fingerprint == y.fingerprint)
 }
 
+/// `cluster NAME`, or `N routes`, for the log.
 fn describe(l: &ListenerConfig) -> String {
-    l.only_cluster()
-        .map_or_else(|| "routes".to_owned(), |c| format!("cluster {c}"))
+    l.only_cluster().map_or_else(
+        || {
+            let n: usize = l
+                .effective_virtual_hosts()
+                .iter()
+                .map(|vh| vh.routes.len())
+                .sum();
+            format!("{n} routes")
+        },
+        |c| format!("cluster {c}"),
+    )
 }
 
 /// Stops a cluster no route uses once its calls in flight are done, or when
@@ -712,6 +732,10 @@ fn keep_restart_only(running: &Config, new: &mut Config) {
     if running.access_log_format != new.access_log_format {
         changed.push("access_log_format");
         new.access_log_format = running.access_log_format;
+    }
+    if running.traces != new.traces {
+        changed.push("traces");
+        new.traces.clone_from(&running.traces);
     }
     if running.dns_resolvers != new.dns_resolvers {
         changed.push("dns");

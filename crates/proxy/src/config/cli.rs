@@ -102,6 +102,10 @@ pub struct Cli {
     /// Worker threads; 0 means one per CPU core [default: 0].
     #[arg(long, env = "PROXY_WORKERS")]
     pub workers: Option<usize>,
+    /// Export one span per call over OTLP/gRPC to this collector, e.g.
+    /// http://otel-collector:4317 (the file's `traces:` has the other settings).
+    #[arg(long, env = "PROXY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish [default: 30s].
     #[arg(long, env = "PROXY_DRAIN_TIMEOUT", value_parser = common::parse_duration)]
     pub drain_timeout: Option<Duration>,

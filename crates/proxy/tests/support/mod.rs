@@ -62,6 +62,7 @@ pub fn config(upstreams: &[String], mode: Mode) -> Config {
         dns_resolvers: Vec::new(),
         workers: 0,
         drain_timeout: Duration::from_secs(5),
+        traces: None,
         source: None,
     }
 }
