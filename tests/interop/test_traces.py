@@ -78,9 +78,18 @@ class TracesInterop(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="interop-traces-")
         self.addCleanup(shutil.rmtree, self.dir, True)
 
+    def stopped_at_cleanup(self, process):
+        def stop():
+            process.stop()
+            process.proc.stdout.close()
+            process.proc.stderr.close()
+
+        self.addCleanup(stop)
+        return process
+
     def start(self, *procs):
         for p in procs:
-            self.addCleanup(p.stop)
+            self.stopped_at_cleanup(p)
         return procs
 
     def proxy(self, endpoint, upstreams, extra=""):
@@ -93,8 +102,9 @@ class TracesInterop(unittest.TestCase):
                 f"traces:\n  otlp_endpoint: {endpoint}\n  service_name: interop-proxy\n"
                 f"  scheduled_delay: 100ms\n{extra}"
             )
-        proxy = harness.Process("proxy", ["--config", path], r"admin interface listening addr=(\S+)")
-        self.addCleanup(proxy.stop)
+        proxy = self.stopped_at_cleanup(
+            harness.Process("proxy", ["--config", path], r"admin interface listening addr=(\S+)")
+        )
         eventually("the listener announced", 10, lambda: any("listener=ingress" in l for l in proxy.stderr_lines))
         line = next(l for l in proxy.stderr_lines if "listener=ingress" in l)
         proxy.listen = re.search(r"\baddr=(\S+)", line).group(1)
