@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Opens a page in headless chromium, lets it run in real time, saves a PNG.
 
-Used by scripts/screenshots. The proxy's admin page computes its rates and
-"last 10 s" figures from its own clock between refreshes, so it must run in
-real time: `--virtual-time-budget` would distort them, and `--screenshot`
+Used by scripts/screenshots, and by tests/interop/test_dashboard.py (its
+`Chromium` class) to read what the admin page shows. The proxy's admin page
+computes its rates, percentiles and charts from its own clock between
+refreshes, so it must run in real time: `--virtual-time-budget` would distort them, and `--screenshot`
 captures right after the first paint. So the browser is driven over the
 DevTools protocol (a websocket): open the page, wait, capture. Python 3
 standard library only.
@@ -22,6 +23,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -95,6 +97,79 @@ class DevTools:
                 return message["result"]
 
 
+class Chromium:
+    """Headless chromium with one page open on `url`, driven over DevTools.
+
+    A context manager: the browser and its profile are gone on exit. `page`
+    is the DevTools connection of the page; `evaluate` runs a JavaScript
+    expression in it and returns its value (JSON-like values only).
+    """
+
+    def __init__(self, chromium, url, width=1100, height=640):
+        self.profile = tempfile.mkdtemp(prefix="capture-page-")
+        self.page = self.reader = None
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            endpoint = None
+            for line in self.proc.stderr:
+                m = re.search(r"DevTools listening on ws://([\d.]+:\d+)/", line)
+                if m:
+                    endpoint = m.group(1)
+                    break
+            if endpoint is None:
+                raise RuntimeError("chromium exited before opening its DevTools port")
+            # Its later warnings must not fill the pipe and stall it.
+            self.reader = threading.Thread(target=self.proc.stderr.read, daemon=True)
+            self.reader.start()
+            # Never through an HTTP proxy of the environment: the page is local.
+            local = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            new = urllib.request.Request(f"http://{endpoint}/json/new?{url}", method="PUT")
+            target = json.load(local.open(new, timeout=10))
+            self.page = DevTools(target["webSocketDebuggerUrl"])
+            self.page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                           deviceScaleFactor=1, mobile=False)
+            self.page.call("Page.reload")
+        except BaseException:
+            self.close()
+            raise
+
+    def evaluate(self, expression):
+        result = self.page.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def screenshot(self, out):
+        shot = self.page.call("Page.captureScreenshot", format="png")
+        with open(out, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+
+    def close(self):
+        if self.page is not None:
+            self.page.sock.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(5)
+        if self.reader is None or not self.reader.is_alive():
+            self.proc.stderr.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chromium")
@@ -105,39 +180,9 @@ def main():
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
 
-    profile = tempfile.mkdtemp(prefix="capture-page-")
-    proc = subprocess.Popen(
-        [args.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={profile}", f"--window-size={width},{height}",
-         "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        endpoint = None
-        for line in proc.stderr:
-            m = re.search(r"DevTools listening on ws://([\d.]+:\d+)/", line)
-            if m:
-                endpoint = m.group(1)
-                break
-        if endpoint is None:
-            raise RuntimeError("chromium exited before opening its DevTools port")
-        new = urllib.request.Request(f"http://{endpoint}/json/new?{args.url}", method="PUT")
-        target = json.load(urllib.request.urlopen(new, timeout=10))
-        page = DevTools(target["webSocketDebuggerUrl"])
-        page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
-        page.call("Page.reload")
+    with Chromium(args.chromium, args.url, width, height) as browser:
         time.sleep(args.wait)
-        shot = page.call("Page.captureScreenshot", format="png")
-        with open(args.out, "wb") as f:
-            f.write(base64.b64decode(shot["data"]))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+        browser.screenshot(args.out)
     print(f"capture_page: {args.url} -> {args.out} after {args.wait:.0f}s")
     return 0
 
