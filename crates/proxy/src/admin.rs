@@ -102,7 +102,7 @@ async fn index() -> Html<&'static str> {
 async fn help() -> Response {
     text(
         "admin commands are:\n  \
-         /: a page for people: each host's share of requests, fairness, health\n  \
+         /: a page for people: per host its share of calls, calls/s and p50/p99 charts, health; per method calls/s, errors, p99; routes and their split\n  \
          /clusters: upstream cluster status (?format=json)\n  \
          /config_dump: the configuration in force (JSON), its version and load time, the last reload\n  \
          /listeners: print listener info (?format=json)\n  \
