@@ -82,6 +82,24 @@ class Process:
         self.proc.wait()
 
 
+def started(test, start, *args):
+    """A Process from `start(*args)`, stopped at the test's cleanup, and its
+    log pipes closed once their readers are done."""
+    before = set(threading.enumerate())
+    process = start(*args)
+    readers = [t for t in threading.enumerate() if t not in before]
+
+    def stop():
+        process.stop()
+        for reader in readers:
+            reader.join(5)
+        process.proc.stdout.close()
+        process.proc.stderr.close()
+
+    test.addCleanup(stop)
+    return process
+
+
 def backend(backend_id, *extra):
     """Starts our backend on an ephemeral port of 127.0.0.1."""
     return Process(

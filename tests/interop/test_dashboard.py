@@ -148,21 +148,8 @@ class Load:
 
 class Dashboard(unittest.TestCase):
     def start(self, *args):
-        """A harness.Process, stopped at cleanup, and its log pipes closed
-        once their readers are done."""
-        before = set(threading.enumerate())
-        process = harness.Process(*args)
-        readers = [t for t in threading.enumerate() if t not in before]
-
-        def stop():
-            process.stop()
-            for reader in readers:
-                reader.join(5)
-            process.proc.stdout.close()
-            process.proc.stderr.close()
-
-        self.addCleanup(stop)
-        return process
+        """A harness.Process, stopped at cleanup."""
+        return harness.started(self, harness.Process, *args)
 
     def test_page_shows_hosts_charts_slow_host_and_methods(self):
         browser = chromium()

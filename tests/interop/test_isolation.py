@@ -213,21 +213,8 @@ class RawClient:
 
 class IsolationInterop(unittest.TestCase):
     def started(self, start, *args):
-        """A harness.Process from `start(*args)`, stopped at cleanup, and its
-        log pipes closed once their readers are done."""
-        before = set(threading.enumerate())
-        process = start(*args)
-        readers = [t for t in threading.enumerate() if t not in before]
-
-        def stop():
-            process.stop()
-            for reader in readers:
-                reader.join(5)
-            process.proc.stdout.close()
-            process.proc.stderr.close()
-
-        self.addCleanup(stop)
-        return process
+        """A harness.Process from `start(*args)`, stopped at cleanup."""
+        return harness.started(self, start, *args)
 
     def start_backends(self, n):
         return [self.started(harness.backend, f"iso-b{i}") for i in range(n)]

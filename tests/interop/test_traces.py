@@ -78,20 +78,6 @@ class TracesInterop(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="interop-traces-")
         self.addCleanup(shutil.rmtree, self.dir, True)
 
-    def stopped_at_cleanup(self, process):
-        def stop():
-            process.stop()
-            process.proc.stdout.close()
-            process.proc.stderr.close()
-
-        self.addCleanup(stop)
-        return process
-
-    def start(self, *procs):
-        for p in procs:
-            self.stopped_at_cleanup(p)
-        return procs
-
     def proxy(self, endpoint, upstreams, extra=""):
         path = os.path.join(self.dir, "proxy.yaml")
         with open(path, "w") as f:
@@ -102,8 +88,8 @@ class TracesInterop(unittest.TestCase):
                 f"traces:\n  otlp_endpoint: {endpoint}\n  service_name: interop-proxy\n"
                 f"  scheduled_delay: 100ms\n{extra}"
             )
-        proxy = self.stopped_at_cleanup(
-            harness.Process("proxy", ["--config", path], r"admin interface listening addr=(\S+)")
+        proxy = harness.started(
+            self, harness.Process, "proxy", ["--config", path], r"admin interface listening addr=(\S+)"
         )
         eventually("the listener announced", 10, lambda: any("listener=ingress" in l for l in proxy.stderr_lines))
         line = next(l for l in proxy.stderr_lines if "listener=ingress" in l)
@@ -118,7 +104,7 @@ class TracesInterop(unittest.TestCase):
     def test_each_call_is_one_span_continuing_the_clients_trace(self):
         collector = Collector()
         self.addCleanup(collector.server.stop, None)
-        b1, b2 = self.start(harness.backend("t1"), harness.backend("t2"))
+        b1, b2 = (harness.started(self, harness.backend, name) for name in ("t1", "t2"))
         proxy = self.proxy(f"http://127.0.0.1:{collector.port}", [b1.addr, b2.addr])
         channel = grpc.insecure_channel(proxy.listen)
         self.addCleanup(channel.close)
@@ -166,7 +152,7 @@ class TracesInterop(unittest.TestCase):
         sock_holder.bind(("127.0.0.1", 0))
         dead = sock_holder.getsockname()[1]
         sock_holder.close()
-        (b1,) = self.start(harness.backend("d1"))
+        b1 = harness.started(self, harness.backend, "d1")
         proxy = self.proxy(f"http://127.0.0.1:{dead}", [b1.addr], "  max_queue_size: 16\n  max_export_batch_size: 8\n  export_timeout: 200ms\n")
         channel = grpc.insecure_channel(proxy.listen)
         self.addCleanup(channel.close)
