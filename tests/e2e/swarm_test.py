@@ -7,6 +7,8 @@ time, and checks what a user of docs/deploy.md relies on, counting calls by
 the `x-backend-id` header (each backend task's name, `<service>.<slot>.<task
 id>`), independent of the proxies' own statistics:
 
+0. deploy/swarm/proxy.yaml has compose/front-proxy.yaml's settings but for
+   the upstream (`tasks.backend:8080`);
 1. every task healthy and running as uid 65532, each proxy's published admin
    page lists the 3 backend tasks as healthy hosts;
 2. 999 requests through the gateway spread 333 +- 10% over the 3 tasks;
@@ -28,7 +30,9 @@ interrupted (SIGINT, SIGTERM, SIGHUP): the stack is removed and the test waits
 until its services, containers, networks and configs are gone; a swarm the
 test initialised is left (`docker swarm leave --force`) and the bridge network
 Swarm created with it (docker_gwbridge) removed; a swarm that was there
-before is left alone. Python 3 standard library only; the HTTP client, the
+before is left alone. The swarm the test makes carries a node label, so that
+another run deploying on it meanwhile (two checkouts tested at once) knows it
+is a test's: the last run out leaves it. Python 3 standard library only; the HTTP client, the
 traffic generator and the soft checks are compose_test.py's.
 
 Usage: tests/e2e/swarm_test.py [--no-build]
@@ -171,7 +175,9 @@ class Stack:
             self.admin_port = None
         else:
             self.admin_port = free_port()
+            # Explicit, in case the shell has no-ipvs.env's values.
             self.env.update(PUBLISH_MODE="ingress", PROXY_ENDPOINT_MODE="vip",
+                            GATEWAY_REPLICAS="2", GATEWAY_UPDATE_ORDER="start-first",
                             PROXY_PORT=str(free_port()), ADMIN_PORT=str(self.admin_port))
         self.gateway_replicas = int(self.env.get("GATEWAY_REPLICAS", "2"))
 
@@ -370,7 +376,7 @@ def spread(stack, checks, total=999, replicas=3):
                  f"({low:.0f}..{high:.0f}): {sorted(counts.values())}")
 
 
-def with_traffic(stack, action, what):
+def with_traffic(stack, action):
     """Runs action(traffic) under continuous traffic from WORKERS clients;
     returns (traffic, wall-clock start) for the figures."""
     wall = time.time()
@@ -405,7 +411,7 @@ def scale_up(stack, checks, to=5):
         traffic.wait_for(lambda r: traffic.successes_after(found["mark"]) >= 500,
                          found["mark"] + 30, "500 more calls")
 
-    traffic, wall = with_traffic(stack, act, "scale up")
+    traffic, wall = with_traffic(stack, act)
     names = names_of(found["after"] | before)
     log("    calls during the whole phase:")
     _, errors = traffic.summary(names)
@@ -442,7 +448,7 @@ def rolling_update(stack, checks):
                          found["mark"] + 30, "500 more calls")
         found["new_first"] = {t: traffic.first_call(t, t0) for t in after}
 
-    traffic, wall = with_traffic(stack, act, "rolling update")
+    traffic, wall = with_traffic(stack, act)
     after = found["after"]
     names = names_of(after | before)
     log("    calls during the whole phase:")
@@ -484,7 +490,7 @@ def scale_down(stack, checks, to=2):
         traffic.wait_for(lambda r: traffic.successes_after(found["mark"]) >= 300,
                          found["mark"] + 30, "300 more calls")
 
-    traffic, wall = with_traffic(stack, act, "scale down")
+    traffic, wall = with_traffic(stack, act)
     after = found["after"]
     names = names_of(before)
     log("    calls during the whole phase:")
