@@ -883,7 +883,7 @@ def routes(stack, routes_dir, checks, replicas=3):
 
 
 def routes_copy():
-    """A temporary copy of compose/routes that the proxy (user nobody) can read."""
+    """A temporary copy of compose/routes that the proxy (uid 65532) can read."""
     tmp = Path(tempfile.mkdtemp(prefix="e2e-routes-"))
     tmp.chmod(0o755)
     shutil.copy(ROUTES_CONFIG, tmp / ROUTES_CONFIG.name)
