@@ -225,7 +225,7 @@ class Stack:
                             GATEWAY_PORT="0", PROXY_PORT="0", ADMIN_PORT="0")
             for key in ("BACKEND_DELAY_MS", "BACKEND_FAIL_RATE", "COMPOSE_FILE"):
                 self.env.pop(key, None)
-            # The routes section's edits go to a copy the proxy (user nobody)
+            # The routes section's edits go to a copy the proxy (user 65532)
             # can read; compose/docker-compose.routes.yml mounts ROUTES_DIR.
             self.routes_dir = tempfile.mkdtemp(prefix="docs-routes-")
             os.chmod(self.routes_dir, 0o755)
