@@ -504,11 +504,16 @@ def greeter_counts(out):
 
 
 def check_greeter_spread(out, _ctx):
+    """About a third each. With 8 calls in flight, least_request sends a
+    little less to a backend that answers a little slower (the one step 9
+    just restarted is still warming up): 292/344/364 was seen in CI, so the
+    bound is a fifth of a third either way, not the exact 333/333/334 that
+    one call at a time would give."""
     counts = greeter_counts(out)
     total = sum(counts.values())
     need(len(counts) == 3, f"expected 3 backends, got {counts}")
     for name, n in counts.items():
-        need(abs(n - total / 3) <= 0.1 * total / 3, f"{name} got {n} of {total} Greeter calls")
+        need(abs(n - total / 3) <= 0.2 * total / 3, f"{name} got {n} of {total} Greeter calls")
 
 
 def check_slow_by_name(low, high):
