@@ -35,6 +35,9 @@ pub struct ListenerInfo {
     /// `cluster NAME` for one catch-all route, else `routes`.
     pub routes: String,
     pub stats: Arc<ListenerStats>,
+    /// The listener serves gRPC-Web (and HTTP/1.1).
+    pub grpc_web: bool,
+    pub tls: bool,
 }
 
 /// What the admin interface reads.
@@ -61,6 +64,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/stats", get(stats))
         .route("/stats/prometheus", get(prometheus))
         .route("/ready", get(ready))
+        .route("/grpc-web", get(grpc_web_page))
         .route("/help", get(help))
         .with_state(state)
 }
@@ -97,6 +101,12 @@ fn text(body: String) -> Response {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("admin/index.html"))
+}
+
+/// A page that calls the backends from the browser with gRPC-Web, through
+/// the first listener that serves it (`?target=` names another).
+async fn grpc_web_page() -> Html<&'static str> {
+    Html(include_str!("admin/grpc-web.html"))
 }
 
 async fn help() -> Response {
@@ -583,6 +593,66 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 true,
                 "Client requests that matched no route (UNIMPLEMENTED, or 404)",
                 s.no_route.get(),
+            ),
+            (
+                "grpc_web.calls",
+                true,
+                "gRPC-Web calls received (HTTP/1.1 or HTTP/2)",
+                s.web.calls.get(),
+            ),
+            (
+                "grpc_web.text_calls",
+                true,
+                "gRPC-Web calls in the base64 text variant",
+                s.web.text_calls.get(),
+            ),
+            (
+                "grpc_web.malformed",
+                true,
+                "gRPC-Web requests refused as malformed (bad base64, bad frames): INTERNAL",
+                s.web.malformed.get(),
+            ),
+            (
+                "grpc_web.too_large",
+                true,
+                "gRPC-Web requests over max_request_bytes: RESOURCE_EXHAUSTED",
+                s.web.too_large.get(),
+            ),
+            (
+                "grpc_web.streaming_refused",
+                true,
+                "gRPC-Web requests with more than one message: UNIMPLEMENTED",
+                s.web.streaming_refused.get(),
+            ),
+            (
+                "http1.requests",
+                true,
+                "HTTP/1.1 requests received",
+                s.web.http1_requests.get(),
+            ),
+            (
+                "http1.refused",
+                true,
+                "HTTP/1.1 requests that are not gRPC-Web, answered 415",
+                s.web.http1_refused.get(),
+            ),
+            (
+                "cors.preflight",
+                true,
+                "CORS preflights answered by the proxy",
+                s.web.cors_preflight.get(),
+            ),
+            (
+                "cors.origin_valid",
+                true,
+                "Cross-origin requests from an allowed origin",
+                s.web.cors_origin_valid.get(),
+            ),
+            (
+                "cors.origin_invalid",
+                true,
+                "Cross-origin requests refused (origin not allowed): 403",
+                s.web.cors_origin_invalid.get(),
             ),
         ] {
             push("http", &l.name, label(), stat, counter, help, value);
@@ -1081,6 +1151,8 @@ async fn listeners(State(state): State<Arc<AdminState>>, Query(format): Query<Fo
                     }},
                     "mode": l.mode.to_string(),
                     "routes": l.routes,
+                    "grpc_web": l.grpc_web,
+                    "tls": l.tls,
                 })
             })
             .collect();

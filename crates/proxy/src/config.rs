@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod grpc_web;
 pub mod listener;
 pub mod route;
 pub mod traces;
@@ -29,6 +30,7 @@ pub use cluster::{
     CircuitBreakers, ClusterConfig, HealthCheckConfig, OutlierConfig, RetryConfig, RetryOn,
     UpstreamTls,
 };
+pub use grpc_web::{CorsConfig, GrpcWebConfig};
 pub use listener::{ListenerConfig, ListenerTls};
 pub use route::{
     HeaderMatch, RouteAction, RouteConfig, RouteMatch, VirtualHostConfig, WeightedCluster,
@@ -224,6 +226,12 @@ impl Config {
             }
             if let Some(switch) = cli.generate_request_id {
                 first.generate_request_id = switch == Switch::On;
+            }
+            if cli.grpc_web || !cli.cors_origins.is_empty() {
+                let web = first.grpc_web.get_or_insert_with(GrpcWebConfig::default);
+                if !cli.cors_origins.is_empty() {
+                    web.cors = Some(CorsConfig::new(cli.cors_origins.clone()));
+                }
             }
         }
         listener::normalize(&mut listeners, &mut problems);

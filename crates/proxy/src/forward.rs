@@ -85,6 +85,8 @@ pub struct ListenerStats {
     pub no_route: Stat,
     /// Whole call time as the client sees it (`downstream_rq_time`).
     pub downstream_rq_time: Histogram,
+    /// gRPC-Web, HTTP/1.1 and CORS (listeners with `grpc_web`).
+    pub web: crate::grpc_web::WebStats,
 }
 
 /// A stream reset by its client within this long of its start is premature
@@ -109,6 +111,8 @@ pub struct ConnState {
     /// Streams this client opened, and how many it reset prematurely.
     streams: AtomicU32,
     premature_resets: AtomicU32,
+    /// Where this connection's gRPC-Web calls go (opened on the first).
+    pub(crate) bridge: std::sync::OnceLock<Box<crate::grpc_web::Bridge>>,
 }
 
 impl ConnState {
@@ -118,6 +122,7 @@ impl ConnState {
             buffer_limit,
             streams: AtomicU32::new(0),
             premature_resets: AtomicU32::new(0),
+            bridge: std::sync::OnceLock::new(),
         }
     }
 
@@ -166,6 +171,8 @@ pub struct Ingress {
     pub abuse_log: Arc<LogLimiter>,
     /// Span export, when `traces` is configured.
     pub traces: Option<Traces>,
+    /// gRPC-Web (and HTTP/1.1) on this listener, when configured.
+    pub web: Option<Arc<crate::grpc_web::WebSettings>>,
 }
 
 /// Lets a kind of log line through at most once per interval, counting what
@@ -237,6 +244,17 @@ pub async fn handle(
     respond: SendResponse<Bytes>,
     conn: &ConnState,
 ) {
+    if let Some(web) = &ingress.web
+        && crate::grpc_web::classify_h2(&request) != crate::grpc_web::Kind::Other
+    {
+        // A browser's call over HTTP/2: translated, then back through the
+        // listener as gRPC (see crate::grpc_web).
+        let web = Arc::clone(web);
+        return Box::pin(crate::grpc_web::handle_h2(
+            &ingress, &web, request, respond, conn,
+        ))
+        .await;
+    }
     let started = Instant::now();
     conn.streams.fetch_add(1, Relaxed);
     let start_time = SystemTime::now();

@@ -21,6 +21,7 @@
 //! - [`outlier`]: passive ejection of hosts that keep failing.
 //! - [`histogram`]: latency histograms (atomic buckets, no lock).
 //! - [`methods`]: per-method gRPC statistics of a cluster, bounded.
+//! - [`grpc_web`]: browsers' gRPC-Web calls (HTTP/1.1 or HTTP/2, CORS) to gRPC.
 //! - [`grpc`]: the gRPC knowledge the proxy needs (status, local replies).
 //! - [`l4`]: the TCP (layer 4) mode, to show connection-level skew.
 //! - [`tls`]: TLS termination (ALPN h2, reload) and TLS to upstreams.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod discovery;
 pub mod forward;
 pub mod grpc;
+pub mod grpc_web;
 pub mod health;
 pub mod histogram;
 pub mod l4;

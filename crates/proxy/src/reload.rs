@@ -360,6 +360,8 @@ impl Live {
                 mode: l.mode,
                 routes: describe(l),
                 stats: Arc::clone(&live.stats),
+                grpc_web: l.mode == Mode::L7 && l.grpc_web.is_some(),
+                tls: l.tls.is_some(),
             });
             next_listeners.push(live);
         }
@@ -462,6 +464,10 @@ impl Live {
             keepalive: l.keepalive_interval.map(|i| (i, l.keepalive_timeout)),
             abuse_log: Arc::clone(abuse_log),
             traces: self.shared.traces.clone(),
+            web: l
+                .grpc_web
+                .as_ref()
+                .map(|w| Arc::new(crate::grpc_web::WebSettings::new(w))),
         };
         if let Some(old) = old
             && let Kind::L7 {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 
 use crate::forward::{self, Ingress};
 
@@ -113,10 +115,32 @@ async fn connection(
         // KiB; 2.0 with this and the h2 handshake boxed).
         Some(tls) => Box::pin(tls_connection(tcp, peer, route, shutdown, tls)).await,
         None => {
-            if let Some(io) = checked(preface(tcp), peer, &route, &shutdown).await {
-                serve_h2(io, peer, route, shutdown).await;
-            }
+            // The session's future is made in a block of its own, so that
+            // the task does not keep room for what the first bytes were
+            // read into beside it for the connection's whole life.
+            let session = {
+                let web = route.web.is_some();
+                match checked(preface(tcp, web), peer, &route, &shutdown).await {
+                    Some(Opening::H2(io)) => Either::Left(serve_h2(io, peer, route, shutdown)),
+                    Some(Opening::Http1(io)) => {
+                        Either::Right(Box::pin(http1(io, peer, route, shutdown)))
+                    }
+                    None => return,
+                }
+            };
+            session.await;
         }
+    }
+}
+
+/// Serves an HTTP/1.1 connection of a gRPC-Web listener. Boxed where it is
+/// called: cleartext HTTP/2 connections' tasks are not sized for it.
+async fn http1<T>(io: T, peer: SocketAddr, route: Arc<Ingress>, shutdown: CancellationToken)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(web) = route.web.clone() {
+        crate::grpc_web::serve_http1(io, peer, route, web, shutdown).await;
     }
 }
 
@@ -129,8 +153,9 @@ async fn tls_connection(
     shutdown: CancellationToken,
     tls: Arc<crate::tls::ServerTls>,
 ) {
+    let web = route.web.is_some();
     let handshake = async {
-        tls.acceptor()
+        tls.acceptor(web)
             .accept(tcp)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))
@@ -138,11 +163,16 @@ async fn tls_connection(
     let Some(stream) = checked(handshake, peer, &route, &shutdown).await else {
         return;
     };
-    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::H2) {
-        serve_h2(stream, peer, route, shutdown).await;
-    } else if let Some(io) = checked(preface(stream), peer, &route, &shutdown).await {
+    match stream.get_ref().1.alpn_protocol() {
+        Some(crate::tls::H2) => serve_h2(stream, peer, route, shutdown).await,
+        // Offered only on gRPC-Web listeners.
+        Some(crate::tls::HTTP11) => http1(stream, peer, route, shutdown).await,
         // No ALPN offered at all: prior knowledge, as on a cleartext port.
-        serve_h2(io, peer, route, shutdown).await;
+        _ => match checked(preface(stream, web), peer, &route, &shutdown).await {
+            Some(Opening::H2(io)) => serve_h2(io, peer, route, shutdown).await,
+            Some(Opening::Http1(io)) => http1(io, peer, route, shutdown).await,
+            None => {}
+        },
     }
 }
 
@@ -181,8 +211,12 @@ async fn checked<T>(
 /// task to spawn per call, no wake-up crossing tasks between a call and its
 /// client connection. Calls of different clients still run in parallel on a
 /// multi-threaded runtime, and each call's host connection is its own task.
-async fn serve_h2<T>(io: T, peer: SocketAddr, route: Arc<Ingress>, shutdown: CancellationToken)
-where
+pub(crate) async fn serve_h2<T>(
+    io: T,
+    peer: SocketAddr,
+    route: Arc<Ingress>,
+    shutdown: CancellationToken,
+) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut builder = h2::server::Builder::new();
@@ -295,6 +329,19 @@ where
     while calls.next().await.is_some() {}
 }
 
+/// [`serve_h2`] on a gRPC-Web bridge's in-memory connection, its future
+/// named `Send` here: the bridge is opened from inside a call that
+/// `serve_h2` runs, and without this break the compiler cannot see through
+/// the cycle.
+pub(crate) fn serve_bridge(
+    io: tokio::io::DuplexStream,
+    peer: SocketAddr,
+    route: Arc<Ingress>,
+    shutdown: CancellationToken,
+) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(serve_h2(io, peer, route, shutdown))
+}
+
 /// PINGs a client connection every interval; completes (with the timeout)
 /// when one goes unanswered. Pending forever without keepalive.
 async fn keepalive(
@@ -315,8 +362,20 @@ async fn keepalive(
     }
 }
 
-/// Reads the first bytes: the HTTP/2 preface, replayed for h2, or a refusal.
-async fn preface<T: AsyncRead + AsyncWrite + Unpin>(mut tcp: T) -> Result<Rewind<T>, String> {
+/// What a connection turned out to speak, its first bytes to be read again.
+enum Opening<T> {
+    H2(Rewind<T>),
+    /// An HTTP/1.x request line, on a listener that serves gRPC-Web.
+    Http1(Rewind<T>),
+}
+
+/// Reads the first bytes: the HTTP/2 preface, replayed for h2; with `http1`
+/// (a gRPC-Web listener) an HTTP/1.x request, replayed for hyper; else a
+/// refusal.
+async fn preface<T: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: T,
+    http1: bool,
+) -> Result<Opening<T>, String> {
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
     while n < buf.len() {
@@ -345,13 +404,19 @@ async fn preface<T: AsyncRead + AsyncWrite + Unpin>(mut tcp: T) -> Result<Rewind
                     _ => break,
                 }
             }
+            if http1 && is_http1_request(&head) {
+                return Ok(Opening::Http1(Rewind {
+                    prefix: Bytes::from(head),
+                    tcp,
+                }));
+            }
             return Err(refuse(&mut tcp, &head).await);
         }
     }
-    Ok(Rewind {
-        prefix: &PREFACE[..],
+    Ok(Opening::H2(Rewind {
+        prefix: Bytes::from_static(PREFACE),
         tcp,
-    })
+    }))
 }
 
 /// Tells a client that does not speak HTTP/2 what went wrong, then closes.
@@ -416,7 +481,7 @@ fn goaway_frames(debug: &[u8]) -> Vec<u8> {
 /// A stream whose first bytes (already read) are served again.
 #[derive(Debug)]
 pub struct Rewind<T> {
-    prefix: &'static [u8],
+    prefix: Bytes,
     tcp: T,
 }
 
@@ -428,8 +493,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix = &self.prefix[n..];
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.tcp).poll_read(cx, buf)

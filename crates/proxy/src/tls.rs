@@ -27,6 +27,9 @@ use tokio::net::TcpStream;
 
 /// The ALPN protocol id of HTTP/2.
 pub const H2: &[u8] = b"h2";
+/// The ALPN protocol id of HTTP/1.1, offered (after h2) on listeners that
+/// serve gRPC-Web.
+pub const HTTP11: &[u8] = b"http/1.1";
 
 /// A TLS file or setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +133,29 @@ pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
 pub struct ServerTls {
     cert: PathBuf,
     key: PathBuf,
-    current: ArcSwap<rustls::ServerConfig>,
+    current: ArcSwap<Offers>,
     /// Modification times of the files when last loaded.
     loaded: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+/// One certificate's server configurations: ALPN h2 only, and h2 then
+/// http/1.1 (for gRPC-Web listeners; rustls picks the server's first that
+/// the client offers, so h2 wherever the client has it).
+#[derive(Debug)]
+struct Offers {
+    h2: Arc<rustls::ServerConfig>,
+    h2_http11: Arc<rustls::ServerConfig>,
+}
+
+impl Offers {
+    fn new(config: rustls::ServerConfig) -> Self {
+        let mut both = config.clone();
+        both.alpn_protocols = vec![H2.to_vec(), HTTP11.to_vec()];
+        Offers {
+            h2: Arc::new(config),
+            h2_http11: Arc::new(both),
+        }
+    }
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -146,21 +169,27 @@ impl ServerTls {
         Ok(ServerTls {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            current: ArcSwap::from_pointee(config),
+            current: ArcSwap::from_pointee(Offers::new(config)),
             loaded: Mutex::new(stamps),
         })
     }
 
-    /// The acceptor for the next handshake.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    /// The acceptor for the next handshake, offering http/1.1 after h2 when
+    /// `http1` (the listener serves gRPC-Web).
+    pub fn acceptor(&self, http1: bool) -> tokio_rustls::TlsAcceptor {
+        let offers = self.current.load();
+        tokio_rustls::TlsAcceptor::from(Arc::clone(if http1 {
+            &offers.h2_http11
+        } else {
+            &offers.h2
+        }))
     }
 
     /// Loads the files again; on failure the old certificate stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let stamps = (modified(&self.cert), modified(&self.key));
         let config = server_config(&self.cert, &self.key)?;
-        self.current.store(Arc::new(config));
+        self.current.store(Arc::new(Offers::new(config)));
         *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
         Ok(())
     }

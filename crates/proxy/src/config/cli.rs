@@ -75,6 +75,16 @@ pub struct Cli {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "PROXY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Translate browsers' gRPC-Web calls (HTTP/1.1 or HTTP/2, binary or
+    /// base64 text) to gRPC on the listener; same-origin pages only unless
+    /// --cors-origin is given.
+    #[arg(long, env = "PROXY_GRPC_WEB")]
+    pub grpc_web: bool,
+    /// Let pages of this origin call through gRPC-Web (CORS), e.g.
+    /// https://app.example.com or http://localhost:*; repeat or separate
+    /// with commas. Implies --grpc-web.
+    #[arg(long = "cors-origin", env = "PROXY_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// CA certificates (PEM) to verify the upstreams with: turns on TLS to them.
     #[arg(long, env = "PROXY_UPSTREAM_TLS_CA")]
     pub upstream_tls_ca: Option<PathBuf>,

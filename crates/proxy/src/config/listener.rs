@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::grpc_web::GrpcWebConfig;
 use super::route::{self, RouteConfig, VirtualHostConfig};
 use super::values::{Mode, duration, on_off, opt_duration, ser_duration, ser_opt_duration};
 
@@ -68,6 +69,14 @@ pub struct ListenerConfig {
         serialize_with = "ser_duration"
     )]
     pub keepalive_timeout: Duration,
+    /// gRPC-Web (and HTTP/1.1, which browsers' calls come over) on this L7
+    /// listener; off when absent.
+    #[serde(
+        default,
+        deserialize_with = "super::grpc_web::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grpc_web: Option<GrpcWebConfig>,
 }
 
 /// A listener's certificate chain and key, PEM files.
@@ -120,6 +129,7 @@ impl ListenerConfig {
             stream_stall_timeout: default_stream_stall_timeout(),
             keepalive_interval: default_downstream_keepalive(),
             keepalive_timeout: default_downstream_keepalive_timeout(),
+            grpc_web: None,
         }
     }
 }
@@ -303,6 +313,15 @@ pub(super) fn problems(listeners: &[ListenerConfig], clusters: &HashSet<&str>) -
                 "listener {:?}: per_connection_buffer_limit_bytes must be at least 16384",
                 l.name
             ));
+        }
+        if let Some(web) = &l.grpc_web {
+            if l.mode == Mode::L4 {
+                problems.push(format!(
+                    "listener {:?}: gRPC-Web needs mode l7 (an L4 listener sees no calls to translate)",
+                    l.name
+                ));
+            }
+            problems.extend(web.problems(&l.name));
         }
         if l.keepalive_timeout.is_zero() {
             problems.push(format!(
