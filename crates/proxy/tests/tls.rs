@@ -348,3 +348,44 @@ fn missing_and_mismatched_files_are_clear_errors() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("TLS with"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_web_listener_offers_http11_after_h2_by_alpn() {
+    let pki = Pki::new("web");
+    let (cert, key) = pki.server("server");
+    let backends = backends(1).await;
+    let mut config = tls_config(&upstreams(&backends), &cert, &key);
+    config.listeners[0].grpc_web = Some(proxy::config::GrpcWebConfig::default());
+    let proxy = TestProxy::start(config).await;
+
+    // A client that has both gets h2, as every gRPC client does.
+    let tls = handshake(proxy.addr, &pki.ca_path(), &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+
+    // A browser-like client with HTTP/1.1 only gets it, and its gRPC-Web call.
+    let mut tls = handshake(proxy.addr, &pki.ca_path(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // Echo { message: "tls" }, one gRPC-Web frame.
+    let body = b"\0\0\0\0\x05\x0a\x03tls";
+    let head = format!(
+        "POST /gateway.EchoService/Echo HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("x-backend-id: b0"), "{reply}");
+    assert!(
+        reply.contains("grpc-status: 0"),
+        "the trailers frame: {reply}"
+    );
+    proxy.stop().await;
+}
