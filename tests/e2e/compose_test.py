@@ -14,6 +14,11 @@ passes on (independent of the proxy's own statistics):
    both get calls again after `unpause` / `connect`;
 4. one backend container stopped under traffic: no request fails;
 5. scale to 2 under traffic: no request fails;
+   then gRPC-Web as a browser sends it, straight to the proxy's port: the
+   admin serves the demo page /grpc-web; a CORS preflight from the admin's
+   origin is answered 204 by the proxy; 30 binary SayHello calls and 30
+   base64-text GetStatus calls over one HTTP/1.1 keep-alive connection all
+   answer grpc-status 0 and spread 20 +- 5 over the 3 backends;
 6. the layer 4 override puts every request of the gateway's one connection on
    one backend (the skew layer 7 removes);
 7. the routes override (compose/docker-compose.routes.yml, 3 `grpc`, one
@@ -35,6 +40,7 @@ Usage: tests/e2e/compose_test.py [--no-build] [--routes-only]
 """
 
 import argparse
+import base64
 import collections
 import datetime
 import http.client
@@ -433,6 +439,73 @@ def spread(gateway, names, checks, total=999, replicas=3):
     checks.check(len(counts) == replicas and all(low <= n <= high for n in counts.values()),
                  f"each of {replicas} backends got {share:.0f} +- 10% "
                  f"({low:.0f}..{high:.0f}): {sorted(counts.values())}")
+
+
+def web_frame(message):
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def web_frames(body):
+    """A gRPC-Web body: ([messages], {trailer: value})."""
+    messages, trailers = [], {}
+    while body:
+        flag, size = body[0], int.from_bytes(body[1:5], "big")
+        payload, body = body[5:5 + size], body[5 + size:]
+        if flag & 0x80:
+            for line in payload.decode().split("\r\n"):
+                if ": " in line:
+                    name, value = line.split(": ", 1)
+                    trailers[name] = value
+        else:
+            messages.append(payload)
+    return messages, trailers
+
+
+def grpc_web(stack, admin, checks, calls=30):
+    step(f"gRPC-Web, as a browser sends it, to the proxy's port: the demo page, a preflight, "
+         f"{calls} binary SayHello and {calls} text GetStatus calls on one HTTP/1.1 connection")
+    proxy = stack.port("front-proxy", 8000)
+    status, _, page = get(admin, "/grpc-web")
+    checks.check(status == 200 and b"gRPC-Web" in page, f"the admin serves the demo page ({status})")
+    origin = f"http://127.0.0.1:{admin[1]}"
+    conn = http.client.HTTPConnection(*proxy, timeout=10)
+    counts = collections.Counter()
+    statuses = collections.Counter()
+    try:
+        conn.request("OPTIONS", "/helloworld.Greeter/SayHello", headers={
+            "origin": origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-grpc-web"})
+        response = conn.getresponse()
+        response.read()
+        checks.check(response.status == 204 and response.getheader("access-control-allow-origin") == origin,
+                     f"the preflight from {origin} is answered 204 by the proxy "
+                     f"({response.status}, allow-origin {response.getheader('access-control-allow-origin')})")
+        name = b"compose"
+        hello = web_frame(b"\x0a" + bytes([len(name)]) + name)
+        for i in range(2 * calls):
+            text = i % 2 == 1
+            path = "/gateway.AliveService/GetStatus" if text else "/helloworld.Greeter/SayHello"
+            body = base64.b64encode(web_frame(b"")) if text else hello
+            conn.request("POST", path, body=body, headers={
+                "content-type": "application/grpc-web-text" if text else "application/grpc-web+proto",
+                "x-grpc-web": "1", "origin": origin})
+            response = conn.getresponse()
+            raw = response.read()
+            messages, trailers = web_frames(base64.b64decode(raw) if text else raw)
+            want = b"\x08\x01" if text else b"Hello compose"
+            ok = (response.status == 200 and trailers.get("grpc-status") == "0"
+                  and len(messages) == 1 and want in messages[0]
+                  and response.getheader("access-control-allow-origin") == origin)
+            statuses["ok" if ok else f"{response.status} {trailers or dict(response.getheaders())}"] += 1
+            counts[response.getheader("x-backend-id")] += 1
+    finally:
+        conn.close()
+    log(f"    answers: {dict(statuses)}; per backend: {sorted(counts.values())}")
+    checks.check(statuses["ok"] == 2 * calls, f"{2 * calls} gRPC-Web calls answered grpc-status 0 "
+                 f"with their message and CORS headers ({dict(statuses)})")
+    share = 2 * calls / 3
+    checks.check(len(counts) == 3 and all(abs(n - share) <= 5 for n in counts.values()),
+                 f"balanced per call over the 3 backends, {share:.0f} +- 5 each: {sorted(counts.values())}")
 
 
 def scale_up(stack, gateway, checks, to=5):
@@ -921,6 +994,7 @@ def main():
             wait_ready(stack, admin, gateway, replicas=3)
             names = {h: b.name for h, b in backends(stack).items()}
             spread(gateway, names, checks)
+            grpc_web(stack, admin, checks)
             scale_up(stack, gateway, checks)
             freeze_and_cut(stack, gateway, checks)
             stop_one(stack, gateway, checks)

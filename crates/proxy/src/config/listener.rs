@@ -387,6 +387,9 @@ pub(super) fn summary(listeners: &[ListenerConfig], out: &mut String) {
                 l.keepalive_interval.map_or_else(off, common::format_duration),
                 common::format_duration(l.keepalive_timeout),
             ));
+            if let Some(web) = &l.grpc_web {
+                out.push_str(&format!("  {}\n", web.describe()));
+            }
         }
     }
 }
