@@ -657,6 +657,9 @@ CHECKS = {
     "canary-50": check_canary(50, 4.0, since="reload"),
     "reload-bad": check_reload_bad,
     "reload-fix": check_reload_fix,
+    "web-call": lambda out, _: need("Hello world" in out and "grpc-status: 0" in out,
+                                    f"no HelloReply and grpc-status 0 in the decoded answer: {out!r}"),
+    "web-spread": check_spread(3, 3, 1),
 }
 
 
