@@ -32,6 +32,8 @@ pub struct Entry {
     pub start: SystemTime,
     pub method: String,
     pub path: String,
+    /// `%PROTOCOL%`: `HTTP/2`, or `HTTP/1.1` for the gRPC-Web side's own answers.
+    pub protocol: &'static str,
     pub response_code: u16,
     /// Envoy's response flags (`UH`, `UF`, `UT`, `UR`, `DC`, ...), or empty.
     pub flags: &'static str,
@@ -64,6 +66,11 @@ impl Entry {
                 .uri
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            protocol: match parts.version {
+                http::Version::HTTP_11 => "HTTP/1.1",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/2",
+            },
             response_code: 0,
             flags: "",
             bytes_received: 0,
@@ -97,10 +104,11 @@ impl Entry {
         let mut line = String::with_capacity(256);
         let _ = write!(
             line,
-            "[{}] \"{} {} HTTP/2\" {} {} {} {} {} ",
+            "[{}] \"{} {} {}\" {} {} {} {} {} ",
             humantime::format_rfc3339_millis(self.start),
             self.method,
             self.path,
+            self.protocol,
             self.response_code,
             if self.flags.is_empty() {
                 "-"
@@ -209,7 +217,9 @@ mod tests {
 
     #[test]
     fn lines_follow_envoys_default_format() {
+        // As h2 hands a request over.
         let request = http::Request::post("http://front-proxy:8000/gateway.AliveService/GetStatus")
+            .version(http::Version::HTTP_2)
             .header("user-agent", "grpc-go/1.13.0")
             .header("x-request-id", "abc")
             .body(())

@@ -38,6 +38,24 @@ fn web_config(upstreams: &[String], max: usize) -> proxy::Config {
     config
 }
 
+/// Waits until the proxy has a connection open to each of its `n` hosts: a
+/// host still connecting is passed over, which would skew an exact spread.
+async fn connected(proxy: &TestProxy, n: usize) {
+    support::eventually(
+        "every host connected",
+        std::time::Duration::from_secs(10),
+        || async {
+            let clusters = proxy.clusters().await;
+            clusters
+                .iter()
+                .filter(|((_, stat), value)| stat == "cx_active" && *value != "0")
+                .count()
+                == n
+        },
+    )
+    .await;
+}
+
 /// One gRPC-Web frame around `message`.
 fn frame(message: &[u8]) -> Vec<u8> {
     let mut out = vec![0];
@@ -153,6 +171,7 @@ fn hello(name: &str) -> Vec<u8> {
 async fn browser_calls_over_http1_are_translated_and_balanced_per_call() {
     let backends = backends(3).await;
     let proxy = TestProxy::start(web_config(&upstreams(&backends), 4 << 20)).await;
+    connected(&proxy, 3).await;
     let mut client = http1(proxy.addr).await;
     let mut seen: HashMap<String, u32> = HashMap::new();
     for i in 0..30 {
@@ -280,6 +299,7 @@ async fn text_mode_streams_a_server_streaming_call_as_it_comes() {
 async fn grpc_web_over_http2_and_plain_grpc_share_the_listener() {
     let backends = backends(2).await;
     let proxy = TestProxy::start(web_config(&upstreams(&backends), 4 << 20)).await;
+    connected(&proxy, 2).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
@@ -515,6 +535,56 @@ async fn without_grpc_web_http1_is_still_refused_with_505() {
         String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 505"),
         "{}",
         String::from_utf8_lossy(&reply)
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browsers_deadline_is_kept_and_local_answers_are_logged() {
+    let backends = backends(1).await;
+    let proxy = TestProxy::start(web_config(&upstreams(&backends), 4 << 20)).await;
+    let mut client = http1(proxy.addr).await;
+    let slow = proto::gateway::EchoRequest {
+        message: "slow".into(),
+        delay_ms: 5000,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let reply = post(
+        &mut client,
+        "/gateway.EchoService/Echo",
+        "application/grpc-web+proto",
+        &[("grpc-timeout", "200m")],
+        frame(&slow.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(reply.header("grpc-status"), "4", "DEADLINE_EXCEEDED");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the call ended at its deadline, not the backend's answer"
+    );
+
+    // The proxy's own answers have their access-log lines too.
+    let reply = post(&mut client, "/", "text/plain", &[], b"hi".to_vec()).await;
+    assert_eq!(reply.status, 415);
+    support::eventually(
+        "the 415 is logged",
+        std::time::Duration::from_secs(5),
+        || {
+            let lines = proxy.log.lines();
+            async move { lines.iter().any(|l| l.contains("\"POST / HTTP/1.1\" 415")) }
+        },
+    )
+    .await;
+    // The call itself went through the bridge like any call: its deadline
+    // reached the backend as grpc-timeout (which of the two ended it first
+    // is a race; the client's answer is DEADLINE_EXCEEDED either way).
+    let lines = proxy.log.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"POST /gateway.EchoService/Echo HTTP/2\"")),
+        "{lines:?}"
     );
     proxy.stop().await;
 }
