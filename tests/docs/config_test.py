@@ -34,6 +34,9 @@ LEVELS = {
     "top level": "bogus_key: 1\n",
     "`listeners[]`": "listeners: [{bogus_key: 1}]\n",
     "`listeners[].tls`": "listeners: [{tls: {bogus_key: 1}}]\n",
+    "`listeners[].grpc_web`": "listeners: [{grpc_web: {bogus_key: 1}}]\n",
+    "`listeners[].grpc_web.cors`":
+        "listeners: [{grpc_web: {cors: {allow_origins: ['*'], bogus_key: 1}}}]\n",
     "`listeners[].virtual_hosts[]`": "listeners: [{virtual_hosts: [{bogus_key: 1, routes: []}]}]\n",
     "`routes[]`": "listeners: [{routes: [{bogus_key: 1, route: {}}]}]\n",
     "`routes[].match`": "listeners: [{routes: [{match: {bogus_key: 1}, route: {}}]}]\n",

@@ -115,6 +115,7 @@ async fn help() -> Response {
          /: a page for people: per host its share of calls, calls/s and p50/p99 charts, health; per method calls/s, errors, p99; routes and their split\n  \
          /clusters: upstream cluster status (?format=json)\n  \
          /config_dump: the configuration in force (JSON), its version and load time, the last reload\n  \
+         /grpc-web: a page that calls the backends from this browser with gRPC-Web, through the first listener that serves it (?target=URL)\n  \
          /listeners: print listener info (?format=json)\n  \
          /help: print out list of admin commands\n  \
          /ready: print server state, return 200 if LIVE, otherwise return 503\n  \

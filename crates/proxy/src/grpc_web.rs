@@ -63,7 +63,8 @@ pub struct WebSettings {
 #[derive(Debug)]
 struct Cors {
     config: CorsConfig,
-    allow_headers: HeaderValue,
+    /// `None`: echo what the preflight asks for.
+    allow_headers: Option<HeaderValue>,
     expose_headers: HeaderValue,
     max_age: HeaderValue,
 }
@@ -77,7 +78,8 @@ impl WebSettings {
         WebSettings {
             max_request_bytes: config.max_request_bytes,
             cors: config.cors.as_ref().map(|c| Cors {
-                allow_headers: join(&mut c.allow_headers.iter().map(String::as_str)),
+                allow_headers: (!c.allow_headers.is_empty())
+                    .then(|| join(&mut c.allow_headers.iter().map(String::as_str))),
                 expose_headers: join(
                     &mut ALWAYS_EXPOSED
                         .into_iter()
@@ -130,7 +132,8 @@ fn web_content_type(headers: &HeaderMap) -> Option<bool> {
     let ct = headers.get(header::CONTENT_TYPE)?.as_bytes();
     let rest = ct.strip_prefix(b"application/grpc-web")?;
     let (text, rest) = match rest.strip_prefix(b"-text") {
-        Some(rest) => (true, rest),
+        // `-text-base64` names base64, the default text encoding, explicitly.
+        Some(rest) => (true, rest.strip_prefix(b"-base64").unwrap_or(rest)),
         None => (false, rest),
     };
     matches!(rest.first(), None | Some(b'+' | b';')).then_some(text)
@@ -141,6 +144,7 @@ fn subtype<'a>(ct: Option<&'a HeaderValue>, prefix: &[u8]) -> &'a [u8] {
     ct.and_then(|v| v.as_bytes().strip_prefix(prefix))
         .map(|rest| {
             let rest = rest.strip_prefix(b"-text").unwrap_or(rest);
+            let rest = rest.strip_prefix(b"-base64").unwrap_or(rest);
             let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
             &rest[..end]
         })
@@ -449,7 +453,7 @@ async fn answer(
     let text = match kind {
         Kind::Preflight => {
             stats.cors_preflight.inc();
-            return Answer::Local(preflight(web, cors));
+            return Answer::Local(preflight(web, cors, &parts.headers));
         }
         Kind::Other => {
             stats.http1_refused.inc();
@@ -682,7 +686,7 @@ fn same_origin(origin: &str, parts: &Parts, tls: bool) -> bool {
 }
 
 /// The answer to a preflight: what the page may send, for how long.
-fn preflight(web: &WebSettings, allowed: Option<Allowed<'_>>) -> Local {
+fn preflight(web: &WebSettings, allowed: Option<Allowed<'_>>, request: &HeaderMap) -> Local {
     let Some(allowed) = allowed else {
         let reason = if web.cors.is_some() {
             "CORS preflight without a cross-origin Origin: nothing to allow"
@@ -698,10 +702,21 @@ fn preflight(web: &WebSettings, allowed: Option<Allowed<'_>>) -> Local {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, OPTIONS"),
     );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        allowed.cors.allow_headers.clone(),
-    );
+    let allow_headers = allowed.cors.allow_headers.clone().or_else(|| {
+        // Echoed only when it is a list of header names.
+        request
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .filter(|v| {
+                v.to_str().is_ok_and(|list| {
+                    list.split(',')
+                        .all(|name| HeaderName::from_bytes(name.trim().as_bytes()).is_ok())
+                })
+            })
+            .cloned()
+    });
+    if let Some(allow_headers) = allow_headers {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+    }
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, allowed.cors.max_age.clone());
     Local {
         status: StatusCode::NO_CONTENT,
@@ -991,14 +1006,23 @@ mod tests {
         let own = HeaderValue::from_static("http://front:8080");
         assert!(check_origin(&web, &p, Some(&own), false).unwrap().is_none());
 
-        let answer = preflight(&web, allowed);
+        let mut asked = HeaderMap::new();
+        asked.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("content-type,x-grpc-web,x-my-metadata"),
+        );
+        let answer = preflight(&web, allowed, &asked);
         assert_eq!(answer.status, StatusCode::NO_CONTENT);
         assert_eq!(answer.headers["access-control-max-age"], "86400");
-        assert!(
-            answer.headers["access-control-allow-headers"]
-                .to_str()
-                .unwrap()
-                .contains("x-grpc-web")
+        assert_eq!(
+            answer.headers["access-control-allow-headers"], "content-type,x-grpc-web,x-my-metadata",
+            "what the preflight asked for"
         );
+        asked.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("content-type, bad header"),
+        );
+        let answer = preflight(&web, allowed, &asked);
+        assert!(!answer.headers.contains_key("access-control-allow-headers"));
     }
 }

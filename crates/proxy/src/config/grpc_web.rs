@@ -30,8 +30,10 @@ pub struct CorsConfig {
     /// standing for any run of characters (`https://*.example.com`,
     /// `http://localhost:*`, `*`).
     pub allow_origins: Vec<String>,
-    /// Request headers a page may send (the preflight's answer).
-    #[serde(default = "default_allow_headers")]
+    /// Request headers a page may send (the preflight's answer). Empty (the
+    /// default): whatever the preflight asks for, as PROTOCOL-WEB.md
+    /// advises, so that a page's own metadata headers pass too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_headers: Vec<String>,
     /// Response headers a page may read, beyond `grpc-status`,
     /// `grpc-message` and `x-backend-id`, which are always exposed.
@@ -58,26 +60,6 @@ fn default_max_request_bytes() -> usize {
 fn default_max_age() -> Duration {
     Duration::from_secs(24 * 3600)
 }
-/// What gRPC-Web clients send (grpc-web's own, and Envoy's example's list).
-fn default_allow_headers() -> Vec<String> {
-    [
-        "content-type",
-        "x-grpc-web",
-        "x-user-agent",
-        "grpc-timeout",
-        "x-request-id",
-        "traceparent",
-        "authorization",
-        "keep-alive",
-        "user-agent",
-        "cache-control",
-        "x-accept-content-transfer-encoding",
-        "x-accept-response-streaming",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 impl Default for GrpcWebConfig {
     fn default() -> Self {
         GrpcWebConfig {
@@ -92,7 +74,7 @@ impl CorsConfig {
     pub fn new(allow_origins: Vec<String>) -> Self {
         CorsConfig {
             allow_origins,
-            allow_headers: default_allow_headers(),
+            allow_headers: Vec::new(),
             expose_headers: Vec::new(),
             max_age: default_max_age(),
             allow_credentials: false,
@@ -266,13 +248,9 @@ mod tests {
             .unwrap();
         assert_eq!(config.max_request_bytes, 100);
         assert!(
-            config
-                .cors
-                .unwrap()
-                .allow_headers
-                .contains(&"x-grpc-web".into())
+            config.cors.unwrap().allow_headers.is_empty(),
+            "by default the preflight's own list is echoed"
         );
-        assert!(read("grpc_web: maybe").is_err());
         let typo = read("grpc_web: {max_request_byte: 1}")
             .err()
             .unwrap()
