@@ -531,10 +531,21 @@ async fn answer(
         }
     };
 
-    // The call, through the bridge.
+    // The call, through the bridge. A bridge that fails is not opened again
+    // for this connection (it may have been closed for abuse): an HTTP/1.1
+    // client is told to close, so that its next call gets a fresh one.
+    let bridge_failed = |message: &str| {
+        let mut local = Local::grpc(mode, code::UNAVAILABLE, message);
+        if parts.version < Version::HTTP_2 {
+            local
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        local
+    };
     let bridge = match Bridge::of(bridge, ingress, shutdown).await {
         Ok(bridge) => bridge,
-        Err(e) => return with_cors(Local::grpc(mode, code::UNAVAILABLE, &e)),
+        Err(e) => return with_cors(bridge_failed(&e)),
     };
     let request = upstream_request(parts, tls);
     let sent = async {
@@ -547,10 +558,7 @@ async fn answer(
     };
     let response = match sent.await {
         Ok(response) => response,
-        Err(e) => {
-            let message = format!("gRPC-Web bridge: {e}");
-            return with_cors(Local::grpc(mode, code::UNAVAILABLE, &message));
-        }
+        Err(e) => return with_cors(bridge_failed(&format!("gRPC-Web bridge: {e}"))),
     };
     let (mut head, recv) = response.into_parts();
     let upstream_type = head.headers.get(header::CONTENT_TYPE);
