@@ -53,6 +53,34 @@ impl GatewayError {
     }
 }
 
+/// Whether a failed call provably never reached the server's application:
+/// the stream was refused (REFUSED_STREAM, what a server that is going away
+/// or full answers) or was above a GOAWAY's last stream id, or the
+/// connection closed before the request was sent
+/// (hyper's "canceled", what a GOAWAY does to a call still queued). Such a
+/// call can be made again without running anything twice.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                // h2 fails a stream above a GOAWAY's last stream id with
+                // the GOAWAY itself: the server never processed it (RFC
+                // 9113 section 6.8), as the proxy's own retries assume.
+                || (h2.is_go_away() && h2.is_remote()))
+        {
+            return true;
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// `UNAVAILABLE: <message>`, the message cut to a sane length.
 fn describe(status: &tonic::Status) -> String {
     const MAX: usize = 200;
@@ -98,6 +126,19 @@ mod tests {
             let err = GatewayError::from_status(&tonic::Status::new(code, "x"), t);
             assert_eq!(err.status_code(), http, "{code:?}");
         }
+    }
+
+    #[test]
+    fn only_a_refused_or_unsent_call_counts_as_never_sent() {
+        let refused =
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(never_sent(&refused), "{refused:?}");
+        let reset =
+            tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert!(!never_sent(&reset), "a reset after the server began");
+        assert!(!never_sent(&tonic::Status::unavailable(
+            "the server's own answer"
+        )));
     }
 
     #[test]

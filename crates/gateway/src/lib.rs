@@ -72,12 +72,34 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How many more times a call that never reached the server is made, within
+/// the same deadline (a proxy that rolls away refuses or drops the calls it
+/// had not started; see [`error::never_sent`]).
+const NEVER_SENT_RETRIES: u32 = 2;
+
 async fn alive(State(state): State<AppState>) -> Result<Response, GatewayError> {
-    let mut request = tonic::Request::new(GetStatusRequest {});
-    request.set_timeout(state.timeout);
     let mut client = state.client.clone();
-    // The channel enforces the deadline too; this bounds connect + call as one.
-    let result = tokio::time::timeout(state.timeout, client.get_status(request)).await;
+    let deadline = tokio::time::Instant::now() + state.timeout;
+    let call = async {
+        let mut retries = 0;
+        loop {
+            let mut request = tonic::Request::new(GetStatusRequest {});
+            request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match client.get_status(request).await {
+                Err(status) if retries < NEVER_SENT_RETRIES && error::never_sent(&status) => {
+                    retries += 1;
+                    tracing::debug!(
+                        message = status.message(),
+                        retries,
+                        "GetStatus never reached the upstream; trying again"
+                    );
+                }
+                done => return done,
+            }
+        }
+    };
+    // The channel enforces the deadline too; this bounds connect + calls as one.
+    let result = tokio::time::timeout_at(deadline, call).await;
     let response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(status)) => {

@@ -189,3 +189,96 @@ async fn the_healthcheck_subcommand_asks_healthz() {
         .unwrap();
     assert_eq!(down.status.code(), Some(1), "{down:?}");
 }
+
+/// A fake upstream over raw HTTP/2: every stream is answered by `answer`
+/// with its number (0, 1, ...); returns its URI and the count of streams.
+async fn fake_upstream(
+    answer: fn(u32, h2::server::SendResponse<Bytes>),
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(AtomicU32::new(0));
+    let count = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_request, respond))) = conn.accept().await {
+                    answer(seen.fetch_add(1, Ordering::SeqCst), respond);
+                }
+            });
+        }
+    });
+    (uri, count)
+}
+
+/// `GetStatusResponse { status: true }` from backend `fake`.
+fn answer_ok(mut respond: h2::server::SendResponse<Bytes>) {
+    let head = http::Response::builder()
+        .header("content-type", "application/grpc")
+        .header("x-backend-id", "fake")
+        .body(())
+        .unwrap();
+    let mut body = respond.send_response(head, false).unwrap();
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]), false)
+        .unwrap();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    body.send_trailers(trailers).unwrap();
+}
+
+#[tokio::test]
+async fn a_call_the_upstream_never_processed_is_tried_again() {
+    use std::sync::atomic::Ordering;
+    // Every other stream refused (REFUSED_STREAM: provably never processed,
+    // as a proxy that is going away or full answers it).
+    let (uri, seen) = fake_upstream(|n, mut respond| {
+        if n % 2 == 0 {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        } else {
+            answer_ok(respond);
+        }
+    })
+    .await;
+    let gateway = TestGateway::start(config(&uri, Duration::from_secs(2))).await;
+    for call in 1..=3 {
+        let (status, headers, json) = gateway.get("/alive").await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(headers["x-backend-id"], "fake");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            2 * call,
+            "one refused, one answered"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_the_upstream_answered_unavailable_is_not_tried_again() {
+    use std::sync::atomic::Ordering;
+    // The server ran the call and said UNAVAILABLE: that is its answer.
+    let (uri, seen) = fake_upstream(|_, mut respond| {
+        let head = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .header("grpc-message", "overloaded")
+            .body(())
+            .unwrap();
+        let _ = respond.send_response(head, true);
+    })
+    .await;
+    let gateway = TestGateway::start(config(&uri, Duration::from_secs(2))).await;
+    let (status, _, json) = gateway.get("/alive").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("overloaded"),
+        "{json}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "asked once");
+    gateway.stop().await;
+}
