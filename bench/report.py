@@ -304,8 +304,13 @@ def instructions_table(f):
         "| target | calls | instructions per call | ours L7 / this |",
         "| --- | ---: | ---: | ---: |",
     ]
-    labels = {**f.label, "ours-l7-ids": "ours L7 generating x-request-id (its default)"}
-    for name in ("ours-l7", "ours-l7-ids", "haproxy-h2", "nginx"):
+    labels = {
+        **f.label,
+        "ours-l7-ids": "ours L7 generating x-request-id (its default)",
+        "ours-web-h2": "ours, a gRPC-Web call over HTTP/2 (4x16)",
+        "ours-web-h1": "ours, a gRPC-Web call over HTTP/1.1 (16 connections, 1 call each)",
+    }
+    for name in ("ours-l7", "ours-l7-ids", "haproxy-h2", "nginx", "ours-web-h2", "ours-web-h1"):
         c = counts.get(name)
         if not c:
             continue

@@ -56,6 +56,18 @@ METHOD = "/gateway.AliveService/GetStatus"
 # gRPC frame of an empty GetStatusRequest: flag 0, length 0.
 BODY = b"\x00\x00\x00\x00\x00"
 
+# How h2load calls: a gRPC client, or a browser's gRPC-Web (the frame is the
+# same) over HTTP/2 or, with --h1, HTTP/1.1 keep-alive.
+CLIENTS = {
+    "grpc": ["-H", "content-type: application/grpc", "-H", "te: trailers"],
+    "web-h2": ["-H", "content-type: application/grpc-web+proto", "-H", "x-grpc-web: 1"],
+    "web-h1": ["--h1", "-H", "content-type: application/grpc-web+proto", "-H", "x-grpc-web: 1"],
+}
+# The instructions phase also counts gRPC-Web calls on ours (--grpc-web),
+# binary, over HTTP/2 (4x16, as the others) and over HTTP/1.1 (16 connections,
+# one call at a time each, as a browser's connections carry them).
+WEB_VARIANTS = {"ours-web-h2": ("web-h2", 4, 16), "ours-web-h1": ("web-h1", 16, 1)}
+
 # name, label, port, kind. "direct" is the limit: the client talks to b1 alone.
 TARGETS = [
     ("direct", "direct (1 backend)", 18081, "direct"),
@@ -430,6 +442,9 @@ class Bench:
             return [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *OURS_L7_ARGS]
         if name == "ours-l7-ids":
             return [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *OURS_ARGS]
+        if name in WEB_VARIANTS:
+            return [BIN / "proxy", "--listen", "127.0.0.1:19001", "--admin", "127.0.0.1:19101", *OURS_L7_ARGS,
+                    "--grpc-web"]
         if name == "haproxy-h2":
             return ["haproxy", "-db", "-f", CONFIGS / "haproxy-h2.cfg"]
         nginx_prefix = self.run_dir / "nginx"
@@ -493,14 +508,15 @@ class Bench:
             if not ok:
                 raise RuntimeError(f"{name} failed the correctness check: {r}")
 
-    def h2load(self, port, conns, streams, duration=None, calls=None):
-        """Closed loop for `duration` seconds, or for exactly `calls` calls."""
+    def h2load(self, port, conns, streams, duration=None, calls=None, client=None):
+        """Closed loop for `duration` seconds, or for exactly `calls` calls.
+        `client`: h2load flags and headers instead of a gRPC call's (CLIENTS)."""
         url = f"http://127.0.0.1:{port}{METHOD}"
         amount = ["-D", duration] if calls is None else ["-n", calls]
         out = run(
             [
                 "h2load", "-c", conns, "-m", streams, "-t", "1", *amount,
-                "-H", "content-type: application/grpc", "-H", "te: trailers",
+                *(client or CLIENTS["grpc"]),
                 "-d", self.body, url,
             ],
             timeout=(duration or 0) + 600,
@@ -713,8 +729,10 @@ class Bench:
         out_dir = self.run_dir / "callgrind"
         out_dir.mkdir(exist_ok=True)
         counts = {}
-        for name in ("ours-l7", "ours-l7-ids", "haproxy-h2", "nginx"):
-            port = next(t[2] for t in TARGETS if t[0] == name.removesuffix("-ids"))
+        for name in ("ours-l7", "ours-l7-ids", "haproxy-h2", "nginx", *WEB_VARIANTS):
+            client, conns, streams = WEB_VARIANTS.get(name, ("grpc", 4, 16))
+            base = "ours-l7" if name in WEB_VARIANTS else name.removesuffix("-ids")
+            port = next(t[2] for t in TARGETS if t[0] == base)
             target_dir = out_dir / name
             target_dir.mkdir(exist_ok=True)
             proc_name = f"callgrind-{name}"
@@ -727,7 +745,7 @@ class Bench:
                 PROXY_CPU,
             )
             wait_port(port, name, deadline=120)
-            self.h2load(port, 4, 16, calls=max(500, calls // 10))
+            self.h2load(port, conns, streams, calls=max(500, calls // 10), client=CLIENTS[client])
             pid = self.procs.pid(proc_name)
 
             def control(cmd):
@@ -739,7 +757,7 @@ class Bench:
                     raise RuntimeError(f"callgrind_control {cmd} {pid} ({name}) failed: {e}") from e
 
             control("--zero")
-            r = self.h2load(port, 4, 16, calls=calls)
+            r = self.h2load(port, conns, streams, calls=calls, client=CLIENTS[client])
             control("--dump")
             self.procs.stop(proc_name)
             # Zeroed then dumped: the dumps (callgrind.out.<pid>.1) hold the load alone.
