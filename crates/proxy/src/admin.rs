@@ -626,6 +626,12 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 s.web.streaming_refused.get(),
             ),
             (
+                "grpc_web.bridges_active",
+                false,
+                "gRPC-Web bridges open (one per client connection with gRPC-Web calls, closed after 5s idle over HTTP/1.1)",
+                s.web.bridges_active.get(),
+            ),
+            (
                 "http1.requests",
                 true,
                 "HTTP/1.1 requests received",

@@ -112,7 +112,7 @@ pub struct ConnState {
     streams: AtomicU32,
     premature_resets: AtomicU32,
     /// Where this connection's gRPC-Web calls go (opened on the first).
-    pub(crate) bridge: std::sync::OnceLock<Box<crate::grpc_web::Bridge>>,
+    pub(crate) bridge: crate::grpc_web::BridgeSlot,
 }
 
 impl ConnState {
@@ -122,7 +122,7 @@ impl ConnState {
             buffer_limit,
             streams: AtomicU32::new(0),
             premature_resets: AtomicU32::new(0),
-            bridge: std::sync::OnceLock::new(),
+            bridge: crate::grpc_web::BridgeSlot::default(),
         }
     }
 

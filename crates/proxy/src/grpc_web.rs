@@ -31,7 +31,7 @@ use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -166,22 +166,29 @@ pub struct WebStats {
     pub cors_preflight: crate::cluster::Stat,
     pub cors_origin_valid: crate::cluster::Stat,
     pub cors_origin_invalid: crate::cluster::Stat,
+    /// Bridges open (a gauge): one per client connection that made a
+    /// gRPC-Web call and has not been idle for long.
+    pub bridges_active: crate::cluster::Stat,
 }
 
 /// The in-memory HTTP/2 connection a client connection's gRPC-Web calls go
 /// through (see the module's documentation).
-#[derive(Debug)]
-pub struct Bridge {
-    send: h2::client::SendRequest<Bytes>,
-}
+struct Bridge;
 
 /// The in-memory connection's buffer each way.
 const BRIDGE_BUFFER: usize = 64 << 10;
+/// An HTTP/1.1 client connection's bridge is let go after this long without
+/// a call, and opened again by the next: idle, a bridge holds about 36 KB
+/// (two HTTP/2 sessions and their buffers) beside the client connection.
+pub const BRIDGE_IDLE: Duration = Duration::from_secs(5);
 
 impl Bridge {
     /// Opens one: the listener's own HTTP/2 session on one end, served as a
     /// client connection of `ingress`; a client handle on the other.
-    async fn open(ingress: &Arc<Ingress>, shutdown: &CancellationToken) -> Result<Bridge, String> {
+    async fn open(
+        ingress: &Arc<Ingress>,
+        shutdown: &CancellationToken,
+    ) -> Result<h2::client::SendRequest<Bytes>, String> {
         let (client, server) = tokio::io::duplex(BRIDGE_BUFFER);
         let peer = SocketAddr::from(([0, 0, 0, 0], 0));
         tokio::spawn(
@@ -194,30 +201,79 @@ impl Bridge {
             .handshake::<_, Bytes>(client)
             .await
             .map_err(|e| format!("gRPC-Web bridge failed to start: {e}"))?;
+        let stats = Arc::clone(&ingress.stats);
+        stats.web.bridges_active.inc();
         tokio::spawn(
             async move {
+                // Ends once every handle is gone and its last call is done.
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "gRPC-Web bridge ended");
                 }
+                stats.web.bridges_active.dec();
             }
             .in_current_span(),
         );
-        Ok(Bridge { send })
+        Ok(send)
+    }
+}
+
+/// Where a client connection keeps its bridge: opened by its first
+/// gRPC-Web call, and (over HTTP/1.1) let go when idle for [`BRIDGE_IDLE`].
+/// Letting go drops only this handle: calls still running keep the bridge
+/// until they are done.
+#[derive(Debug, Default)]
+pub struct BridgeSlot {
+    slot: std::sync::Mutex<Option<Box<Held>>>,
+}
+
+/// A bridge's handle, and when a call last took it.
+type Held = (h2::client::SendRequest<Bytes>, Instant);
+
+impl BridgeSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<Held>>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The bridge of a client connection, opened on its first call.
-    async fn of<'a>(
-        cell: &'a OnceLock<Box<Bridge>>,
+    /// A handle on the bridge, marked used now.
+    fn current(&self) -> Option<h2::client::SendRequest<Bytes>> {
+        let mut slot = self.lock();
+        let held = slot.as_mut()?;
+        held.1 = Instant::now();
+        Some(held.0.clone())
+    }
+
+    /// A handle on the bridge, opened when there is none.
+    async fn handle(
+        &self,
         ingress: &Arc<Ingress>,
         shutdown: &CancellationToken,
-    ) -> Result<&'a Bridge, String> {
-        if let Some(bridge) = cell.get() {
-            return Ok(bridge);
+    ) -> Result<h2::client::SendRequest<Bytes>, String> {
+        if let Some(send) = self.current() {
+            return Ok(send);
         }
-        // Two calls of one HTTP/2 client may race here; the loser's bridge
-        // is dropped unused (and its session ends).
         let opened = Bridge::open(ingress, shutdown).await?;
-        Ok(cell.get_or_init(|| Box::new(opened)))
+        // Two calls of one HTTP/2 client may race here: the first bridge
+        // stays, the other is dropped unused (and its session ends).
+        let mut slot = self.lock();
+        let held = slot.get_or_insert_with(|| Box::new((opened, Instant::now())));
+        held.1 = Instant::now();
+        Ok(held.0.clone())
+    }
+
+    /// Lets go of the bridge if it has not been used for `idle`; returns
+    /// when to look again.
+    fn expire(&self, idle: Duration) -> Instant {
+        let mut slot = self.lock();
+        match slot.as_ref().map(|held| held.1 + idle) {
+            Some(due) if due <= Instant::now() => {
+                *slot = None;
+                Instant::now() + idle
+            }
+            Some(due) => due,
+            None => Instant::now() + idle,
+        }
     }
 }
 
@@ -429,7 +485,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 async fn answer(
     ingress: &Arc<Ingress>,
     web: &WebSettings,
-    bridge: &OnceLock<Box<Bridge>>,
+    bridge: &BridgeSlot,
     shutdown: &CancellationToken,
     parts: &Parts,
     mut body: Source<'_>,
@@ -543,13 +599,13 @@ async fn answer(
         }
         local
     };
-    let bridge = match Bridge::of(bridge, ingress, shutdown).await {
-        Ok(bridge) => bridge,
+    let send = match bridge.handle(ingress, shutdown).await {
+        Ok(send) => send,
         Err(e) => return with_cors(bridge_failed(&e)),
     };
     let request = upstream_request(parts, tls);
     let sent = async {
-        let mut send = bridge.send.clone().ready().await?;
+        let mut send = send.ready().await?;
         let (response, mut stream) = send.send_request(request, message.is_empty())?;
         if !message.is_empty() {
             stream.send_data(message, true)?;
@@ -873,7 +929,8 @@ pub async fn serve_http1<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let tls = ingress.tls.is_some();
-    let state = Arc::new((ingress, web, OnceLock::new(), shutdown.clone()));
+    let state = Arc::new((ingress, web, BridgeSlot::default(), shutdown.clone()));
+    let slot = Arc::clone(&state);
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let state = Arc::clone(&state);
         async move {
@@ -913,11 +970,16 @@ pub async fn serve_http1<T>(
         .keep_alive(true);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut draining = false;
+    let mut look = Instant::now() + BRIDGE_IDLE;
+    let served = loop {
+        tokio::select! {
+            served = connection.as_mut() => break served,
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(look) => look = slot.2.expire(BRIDGE_IDLE),
         }
     };
     if let Err(e) = served {

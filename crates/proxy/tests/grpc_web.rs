@@ -588,3 +588,51 @@ async fn a_browsers_deadline_is_kept_and_local_answers_are_logged() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_connection_lets_go_of_its_bridge_and_gets_a_new_one() {
+    let backends = backends(1).await;
+    let proxy = TestProxy::start(web_config(&upstreams(&backends), 4 << 20)).await;
+    let mut client = http1(proxy.addr).await;
+    let gauge = |stats: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("http.ingress.grpc_web.bridges_active: "))
+            .map(|v| v.parse::<u64>().unwrap())
+    };
+    let reply = post(
+        &mut client,
+        SAY_HELLO,
+        "application/grpc-web",
+        &[],
+        hello("idle"),
+    )
+    .await;
+    assert_eq!(parse(reply.body()).trailers["grpc-status"], "0");
+    let (_, stats) = proxy.admin_get("/stats").await;
+    assert_eq!(gauge(&stats), Some(1), "{stats}");
+
+    // Idle past BRIDGE_IDLE (5 s): the bridge goes, the client's connection stays.
+    support::eventually(
+        "the idle bridge is let go",
+        std::time::Duration::from_secs(20),
+        || async { gauge(&proxy.admin_get("/stats").await.1) == Some(0) },
+    )
+    .await;
+    let reply = post(
+        &mut client,
+        SAY_HELLO,
+        "application/grpc-web",
+        &[],
+        hello("again"),
+    )
+    .await;
+    assert_eq!(parse(reply.body()).trailers["grpc-status"], "0");
+    let (_, stats) = proxy.admin_get("/stats").await;
+    assert_eq!(gauge(&stats), Some(1), "a new bridge for the next call");
+    assert!(
+        stats.contains("http.ingress.downstream_cx_total: 1\n"),
+        "on the same client connection:\n{stats}"
+    );
+    proxy.stop().await;
+}
