@@ -29,7 +29,9 @@ import urllib.request
 
 
 class DevTools:
-    """A minimal websocket client for one DevTools target."""
+    """A minimal websocket client for one DevTools target: `call` sends a
+    command and returns its result, keeping the events it reads meanwhile in
+    `events`."""
 
     def __init__(self, ws_url):
         host_port, path = ws_url[len("ws://"):].split("/", 1)
@@ -46,6 +48,9 @@ class DevTools:
         if b" 101 " not in head.split(b"\r\n")[0]:
             raise RuntimeError(f"websocket handshake refused: {head[:200]!r}")
         self.next_id = 0
+        # Events (messages without an id) read while waiting for answers, in
+        # order: only domains a caller enables (e.g. Network.enable) send any.
+        self.events = []
 
     def _recv(self):
         chunk = self.sock.recv(1 << 16)
@@ -95,6 +100,8 @@ class DevTools:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message["result"]
+            if "id" not in message:
+                self.events.append(message)
 
 
 class Chromium:
@@ -102,16 +109,17 @@ class Chromium:
 
     A context manager: the browser and its profile are gone on exit. `page`
     is the DevTools connection of the page; `evaluate` runs a JavaScript
-    expression in it and returns its value (JSON-like values only).
+    expression in it and returns its value (JSON-like values only). `flags`:
+    more command-line flags for chromium (e.g. `--ignore-certificate-errors`).
     """
 
-    def __init__(self, chromium, url, width=1100, height=640):
+    def __init__(self, chromium, url, width=1100, height=640, flags=()):
         self.profile = tempfile.mkdtemp(prefix="capture-page-")
         self.page = self.reader = None
         self.proc = subprocess.Popen(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-             "--remote-debugging-port=0", "about:blank"],
+             "--remote-debugging-port=0", *flags, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             endpoint = None

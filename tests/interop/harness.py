@@ -100,6 +100,16 @@ def started(test, start, *args):
     return process
 
 
+def make_certs(directory):
+    """A test CA and a server certificate for localhost and 127.0.0.1
+    (scripts/make-certs) in `directory`: ca.pem, server.pem, server.key. The
+    CA certificate's bytes, for clients to trust."""
+    script = os.path.join(ROOT, "scripts", "make-certs")
+    subprocess.run([script, "--force", directory], check=True, capture_output=True)
+    with open(os.path.join(directory, "ca.pem"), "rb") as f:
+        return f.read()
+
+
 def backend(backend_id, *extra):
     """Starts our backend on an ephemeral port of 127.0.0.1."""
     return Process(

@@ -24,10 +24,17 @@ run of calls is spread evenly), and:
   come as the last frame of the body, not as HTTP/2 trailers.
 - headless Chromium: the admin's `/grpc-web` demo page, calls in both modes,
   every one OK and the 3 backends each answering a share; nothing loaded from
-  any origin but the admin's and the gRPC-Web listener's. With the env var
-  GRPC_WEB_SCREENSHOT set, a screenshot of the page is saved there. Needs
-  chromium (scripts/install-deps installs Debian's): with CI=true a missing
-  browser fails the test; elsewhere it is skipped, saying so.
+  any origin but the admin's and the gRPC-Web listener's. Then the same page
+  against a TLS listener (`?target=https://...`, the test CA ignored with
+  `--ignore-certificate-errors`): ALPN picks h2, so the browser's own
+  gRPC-Web calls go over HTTP/2, as DevTools reports for every answer and
+  preflight, with no HTTP/1.1 request in /stats. (Resource timing's
+  nextHopProtocol would say h2 only with a Timing-Allow-Origin header, which
+  the proxy does not send: without it the browser gives "" cross-origin.)
+  With the env var GRPC_WEB_SCREENSHOT set, a screenshot of the page is
+  saved there. Needs chromium (scripts/install-deps installs Debian's): with
+  CI=true a missing browser fails the tests; elsewhere they are skipped,
+  saying so.
 """
 
 import base64
@@ -316,6 +323,18 @@ class WebTestCase(unittest.TestCase):
                                       r"admin interface listening addr=(\S+)"))
         proxy.wait_for_hosts(len(self.backends))
         return proxy
+
+    def make_certs(self):
+        """A directory with a test CA (ca.pem) and a server certificate for
+        localhost and 127.0.0.1 (server.pem, server.key), gone at cleanup."""
+        certs = tempfile.mkdtemp(prefix="interop-grpc-web-tls-")
+        self.addCleanup(shutil.rmtree, certs, True)
+        harness.make_certs(certs)
+        return certs
+
+    @staticmethod
+    def tls_flags(certs):
+        return ["--tls-cert", os.path.join(certs, "server.pem"), "--tls-key", os.path.join(certs, "server.key")]
 
     def proxy_with_config(self, text):
         """A proxy started with `--config` on `text` (checked by --validate)."""
@@ -743,12 +762,8 @@ clusters:
         self.assertEqual(r.http_status, 505, r)
 
     def test_tls_listener_offers_http1_and_h2(self):
-        certs = tempfile.mkdtemp(prefix="interop-grpc-web-tls-")
-        self.addCleanup(shutil.rmtree, certs, True)
-        subprocess.run([os.path.join(harness.ROOT, "scripts", "make-certs"), "--force", certs],
-                       check=True, capture_output=True)
-        proxy = self.start_proxy("--grpc-web", "--tls-cert", os.path.join(certs, "server.pem"),
-                                 "--tls-key", os.path.join(certs, "server.key"))
+        certs = self.make_certs()
+        proxy = self.start_proxy("--grpc-web", *self.tls_flags(certs))
         listeners = json.loads(proxy.get("/listeners?format=json"))["listener_statuses"]
         self.assertEqual([(l.get("grpc_web"), l.get("tls")) for l in listeners], [(True, True)], listeners)
 
@@ -832,50 +847,71 @@ READ_PAGE = r"""(() => {
   };
 })()"""
 
+# The protocol of each call to a target, `%s` the target's prefix as JSON.
+READ_PROTOCOLS = r"""(prefix => performance.getEntriesByType("resource")
+  .filter(e => e.name.startsWith(prefix)).map(e => e.nextHopProtocol))(%s)"""
+
+
+def read_page(page):
+    return page.evaluate(READ_PAGE) or {"state": None, "rows": []}
+
+
+def rows_then(page, n):
+    """What the page shows once it has `n` rows and no burst running."""
+    shown = read_page(page)
+    return shown if len(shown["rows"]) >= n and not shown.get("bursting") else None
+
 
 class BrowserDemo(WebTestCase):
     BACKENDS = ("page-b0", "page-b1", "page-b2")
+    CORS = ("--grpc-web", "--cors-origin", "http://127.0.0.1:*")
 
-    def start_with_admin_origin(self):
+    def start_with_admin_origin(self, *flags):
         """A proxy that lets pages of any 127.0.0.1 port call (a wildcard
         origin), its admin's demo page among them: (proxy, the page's origin)."""
-        proxy = self.start_proxy("--grpc-web", "--cors-origin", "http://127.0.0.1:*")
+        proxy = self.start_proxy(*self.CORS, *flags)
         return proxy, f"http://{proxy.admin}"
 
-    def test_demo_page_calls_in_both_modes_spread_over_the_backends(self):
+    def browser(self):
+        """The chromium to run; skips the test without one, fails it in CI."""
         browser = chromium()
         if browser is None:
             if os.environ.get("CI") == "true":
                 self.fail("chromium is missing in CI: scripts/install-deps should have installed it")
             self.skipTest("chromium is not installed (scripts/install-deps installs Debian's package)")
+        return browser
+
+    def click_through(self, page, target):
+        """Waits for the page to be ready on `target`, then clicks #say-hello,
+        #get-status and #burst in the binary mode, then in the text mode,
+        each time waiting for its rows: what the page shows at the end."""
+        def settled():
+            shown = read_page(page)
+            return shown if shown["state"] and not shown["state"].startswith("loading") else None
+
+        shown = eventually("the page finds its target", 15, settled)
+        self.assertEqual(shown["state"], "ready", shown)
+        self.assertEqual(shown["target"], target, shown)
+        n = 0
+        for mode in ("binary", "text"):
+            page.evaluate(f"""(() => {{ const m = document.getElementById("mode");
+                m.value = "{mode}"; m.dispatchEvent(new Event("change")); }})()""")
+            for button, calls in (("say-hello", 1), ("get-status", 1), ("burst", 30)):
+                page.evaluate(f'document.getElementById("{button}").click()')
+                n += calls
+                shown = eventually(f"{mode}: #{button}'s {calls} row(s)", 30, lambda: rows_then(page, n))
+        return shown
+
+    def test_demo_page_calls_in_both_modes_spread_over_the_backends(self):
+        browser = self.browser()
         proxy, origin = self.start_with_admin_origin()
         target = f"http://{proxy.addr}"
         no_cors = self.start_proxy("--grpc-web")
         before = proxy.web_stats()
 
         with Chromium(browser, f"{origin}/grpc-web", 1200, 900) as page:
-            def read():
-                return page.evaluate(READ_PAGE) or {"state": None, "rows": []}
-
-            def rows_then(n):
-                shown = read()
-                return shown if len(shown["rows"]) >= n and not shown.get("bursting") else None
-
-            def settled():
-                shown = read()
-                return shown if shown["state"] and not shown["state"].startswith("loading") else None
-
-            shown = eventually("the page finds its target", 15, settled)
-            self.assertEqual(shown["state"], "ready", shown)
-            self.assertEqual(shown["target"], target, "the first gRPC-Web listener, on the page's host")
-            n = 0
-            for mode in ("binary", "text"):
-                page.evaluate(f"""(() => {{ const m = document.getElementById("mode");
-                    m.value = "{mode}"; m.dispatchEvent(new Event("change")); }})()""")
-                for button, calls in (("say-hello", 1), ("get-status", 1), ("burst", 30)):
-                    page.evaluate(f'document.getElementById("{button}").click()')
-                    n += calls
-                    shown = eventually(f"{mode}: #{button}'s {calls} row(s)", 30, lambda: rows_then(n))
+            # No ?target=: the page finds the first gRPC-Web listener itself.
+            shown = self.click_through(page, target)
             screenshot = os.environ.get("GRPC_WEB_SCREENSHOT")
             if screenshot:
                 page.screenshot(screenshot)
@@ -883,10 +919,11 @@ class BrowserDemo(WebTestCase):
 
             # A target without CORS for this origin: the browser blocks the
             # call, and the page says what to set.
+            n = len(shown["rows"])
             page.evaluate(f"""(() => {{ const t = document.getElementById("target");
                 t.value = "http://{no_cors.addr}"; t.dispatchEvent(new Event("change")); }})()""")
             page.evaluate('document.getElementById("say-hello").click()')
-            blocked = eventually("the blocked call's row", 15, lambda: rows_then(n + 1))
+            blocked = eventually("the blocked call's row", 15, lambda: rows_then(page, n + 1))
 
         rows = shown["rows"]
         try:
@@ -907,6 +944,67 @@ class BrowserDemo(WebTestCase):
         # one per URL, and a few more at most if calls race the first one.
         self.assertGreaterEqual(moved["cors.preflight"], 1, moved)
         self.assertLessEqual(moved["cors.preflight"], 6, f"the browser did not cache the preflights: {moved}")
+
+    def test_demo_page_over_tls_calls_over_http2(self):
+        """The page (plain http on the admin) calling a TLS gRPC-Web listener:
+        the browser's ALPN picks h2, so every call is gRPC-Web over HTTP/2."""
+        browser = self.browser()
+        proxy, origin = self.start_with_admin_origin(*self.tls_flags(self.make_certs()))
+        # The certificate names 127.0.0.1 as well as localhost, so the page's
+        # host is the right name; chromium does not trust the test CA, hence
+        # --ignore-certificate-errors.
+        target = f"https://{proxy.addr}"
+        http1_requests = f"http.{proxy.listener}.http1.requests"
+        before = proxy.web_stats()
+        http1_before = proxy.stats()[http1_requests]
+
+        with Chromium(browser, f"{origin}/grpc-web?target={target}", 1200, 900,
+                      flags=["--ignore-certificate-errors"]) as page:
+            # The protocol of each answer, as the browser's network stack saw
+            # it (DevTools `Response.protocol`, preflights included).
+            page.page.call("Network.enable")
+            shown = self.click_through(page, target)
+            n = len(shown["rows"])
+
+            def responses():
+                page.evaluate("0")  # reads the events sent meanwhile
+                seen = [e["params"] for e in page.page.events if e["method"] == "Network.responseReceived"
+                        and e["params"]["response"]["url"].startswith(target + "/")]
+                return seen if sum(1 for r in seen if r.get("type") != "Preflight") >= n else None
+
+            answers = eventually(f"DevTools reports the {n} answers from {target}", 10, responses)
+            timings = page.evaluate(READ_PROTOCOLS % json.dumps(target + "/"))
+
+        rows = shown["rows"]
+        try:
+            self.check_rows(rows, shown, origin, target)
+        except AssertionError:
+            print(f"grpc-web: the page showed {shown}")
+            raise
+        protocols = collections.Counter((r.get("type"), r["response"].get("protocol")) for r in answers)
+        print(f"grpc-web: (type, protocol) of the answers from {target} in DevTools {dict(protocols)}")
+        self.assertEqual({p for _, p in protocols}, {"h2"}, f"every answer over HTTP/2: {protocols}")
+        self.assertEqual(sum(c for (t, _), c in protocols.items() if t != "Preflight"), n, protocols)
+
+        # Resource timing says the same only where Timing-Allow-Origin lets
+        # the page see it: for a cross-origin call without it, the browser
+        # gives "" (https://w3c.github.io/resource-timing/#sec-timing-allow-origin).
+        tao = {any(k.lower() == "timing-allow-origin" for k in r["response"]["headers"])
+               for r in answers if r.get("type") != "Preflight"}
+        print(f"grpc-web: nextHopProtocol of the calls to {target} {dict(collections.Counter(timings))}, "
+              f"timing-allow-origin sent: {tao}")
+        self.assertEqual(len(timings), n, f"one resource entry per call: {timings}")
+        self.assertEqual(len(tao), 1, "timing-allow-origin on some answers only")
+        self.assertEqual(set(timings), {"h2"} if tao == {True} else {""}, f"timing-allow-origin {tao}")
+
+        moved = delta(before, proxy.web_stats())
+        moved["http1.requests"] = proxy.stats()[http1_requests] - http1_before
+        print(f"grpc-web: the page's calls over TLS moved the stats {moved}")
+        self.assertEqual(moved["http1.requests"], 0, f"a request came over HTTP/1.1: {moved}")
+        self.assertEqual(moved["grpc_web.calls"], n, moved)
+        self.assertEqual(moved["grpc_web.text_calls"], n // 2, moved)
+        self.assertEqual(moved["upstream_rq_total"], n, "preflights never reach a backend")
+        self.assertGreaterEqual(moved["cors.preflight"], 1, moved)
 
     def check_rows(self, rows, shown, origin, target):
         self.assertEqual(len(rows), 64, "1 + 1 + 30 calls in each mode")

@@ -2,7 +2,6 @@
 
 import collections
 import os
-import subprocess
 import tempfile
 import unittest
 
@@ -14,18 +13,11 @@ harness.load_stubs()
 from helloworld import helloworld_pb2, helloworld_pb2_grpc  # noqa: E402
 
 
-def make_certs(directory):
-    script = os.path.join(harness.ROOT, "scripts", "make-certs")
-    subprocess.run([script, "--force", directory], check=True, capture_output=True)
-    with open(os.path.join(directory, "ca.pem"), "rb") as f:
-        return f.read()
-
-
 class TlsInterop(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="interop-tls-")
-        cls.ca = make_certs(cls.dir)
+        cls.ca = harness.make_certs(cls.dir)
         cls.backends = [harness.backend(f"tls-b{i}") for i in range(3)]
         cls.proxy = harness.proxy(
             [b.addr for b in cls.backends],
@@ -54,7 +46,7 @@ class TlsInterop(unittest.TestCase):
 
     def test_a_client_trusting_another_ca_fails_the_handshake(self):
         other = tempfile.mkdtemp(prefix="interop-tls-other-")
-        creds = grpc.ssl_channel_credentials(root_certificates=make_certs(other))
+        creds = grpc.ssl_channel_credentials(root_certificates=harness.make_certs(other))
         with grpc.secure_channel(self.target, creds) as channel:
             stub = helloworld_pb2_grpc.GreeterStub(channel)
             with self.assertRaises(grpc.RpcError) as caught:
