@@ -178,8 +178,9 @@ struct Bridge;
 /// The in-memory connection's buffer each way.
 const BRIDGE_BUFFER: usize = 64 << 10;
 /// An HTTP/1.1 client connection's bridge is let go after this long without
-/// a call, and opened again by the next: idle, a bridge holds about 36 KB
-/// (two HTTP/2 sessions and their buffers) beside the client connection.
+/// a call, and opened again by the next. Idle, 200 such connections held
+/// 57.9 KB of RSS each with their bridges, 40.8 KB once these were let go
+/// (an h2c connection after a gRPC call: 22.0 KB; release build).
 pub const BRIDGE_IDLE: Duration = Duration::from_secs(5);
 
 impl Bridge {
