@@ -135,6 +135,20 @@ impl ConnState {
             .then_some((resets, streams))
     }
 
+    /// A stream of this connection began (gRPC-Web calls, which do not
+    /// take [`handle`]'s path, say so themselves).
+    pub(crate) fn stream_opened(&self) {
+        self.streams.fetch_add(1, Relaxed);
+    }
+
+    /// The client reset a stream that began at `started`: premature when
+    /// within [`PREMATURE_RESET_LIFETIME`].
+    pub(crate) fn stream_reset(&self, started: Instant) {
+        if started.elapsed() < PREMATURE_RESET_LIFETIME {
+            self.premature_resets.fetch_add(1, Relaxed);
+        }
+    }
+
     fn has_room(&self) -> bool {
         self.buffered.load(Relaxed) < self.buffer_limit
     }

@@ -848,6 +848,13 @@ pub async fn handle_h2(
     conn: &ConnState,
 ) {
     let start = (Instant::now(), SystemTime::now());
+    // Counted for the premature-reset rule as every stream is: a client
+    // that resets its gRPC-Web streams at once is closed like any other.
+    conn.stream_opened();
+    let client_reset = || {
+        ingress.stats.downstream_rq_rx_reset.inc();
+        conn.stream_reset(start.0);
+    };
     let (parts, mut body) = request.into_parts();
     let tls = ingress.tls.is_some();
     let answer = answer(
@@ -861,7 +868,7 @@ pub async fn handle_h2(
     )
     .await;
     let (head, mut body) = match answer {
-        Answer::Gone => return,
+        Answer::Gone => return client_reset(),
         Answer::Local(local) => {
             record_local(ingress, &parts, &local, start);
             let mut response = Response::new(());
@@ -873,7 +880,7 @@ pub async fn handle_h2(
     };
     let end = body.is_end_stream();
     let Ok(mut send) = respond.send_response(head, end) else {
-        return;
+        return client_reset();
     };
     if end {
         return;
@@ -885,7 +892,7 @@ pub async fn handle_h2(
             return;
         };
         if send.send_data(chunk, false).is_err() {
-            return;
+            return client_reset();
         }
         // Read on only once the client's window has taken this chunk.
         send.reserve_capacity(1);
@@ -906,7 +913,7 @@ pub async fn handle_h2(
         });
         match tokio::time::timeout(stall, room).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return client_reset(),
             Err(_) => {
                 ingress.stats.downstream_rq_stalled.inc();
                 send.send_reset(h2::Reason::CANCEL);
