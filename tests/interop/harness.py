@@ -6,10 +6,12 @@ grpcio-tools, so the tests always use the same protos as the Rust code.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROTO = os.path.join(ROOT, "proto")
@@ -125,3 +127,36 @@ def proxy(upstreams, *extra):
     for upstream in upstreams:
         args += ["--upstream", upstream]
     return Process("proxy", args + list(extra), r"listening.*addr=(\S+)")
+
+
+# The admin interface is on loopback: no HTTP proxy of the environment in the way.
+ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def admin_get(admin, path, timeout=5):
+    """`GET path` on a proxy's admin interface at `admin` (host:port): the body as text."""
+    with ADMIN.open(f"http://{admin}{path}", timeout=timeout) as response:
+        return response.read().decode()
+
+
+def admin_stats(admin):
+    """A proxy's /stats as {name: value}: its counters and gauges."""
+    out = {}
+    for line in admin_get(admin, "/stats").splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().lstrip("-").isdigit():
+            out[name] = int(value)
+    return out
+
+
+def chromium(test):
+    """The headless browser for `test`: Debian's chromium (scripts/install-deps
+    installs it). Missing, it fails the test with CI=true and skips it
+    elsewhere, saying so."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI") == "true":
+        test.fail("chromium is missing in CI: scripts/install-deps should have installed it")
+    test.skipTest("chromium is not installed (scripts/install-deps installs Debian's package)")

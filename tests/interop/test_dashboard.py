@@ -27,7 +27,6 @@ missing browser fails the test; elsewhere it is skipped, saying so.
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -82,14 +81,6 @@ READ_PAGE = r"""(() => {
     })),
   };
 })()"""
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 def number(text):
@@ -152,11 +143,7 @@ class Dashboard(unittest.TestCase):
         return harness.started(self, harness.Process, *args)
 
     def test_page_shows_hosts_charts_slow_host_and_methods(self):
-        browser = chromium()
-        if browser is None:
-            if os.environ.get("CI") == "true":
-                self.fail("chromium is missing in CI: scripts/install-deps should have installed it")
-            self.skipTest("chromium is not installed (scripts/install-deps installs Debian's package)")
+        browser = harness.chromium(self)
 
         fast = [self.start("backend", ["--listen", "127.0.0.1:0", "--id", f"fast-{i}"],
                            r"backend serving.*addr=(\S+)") for i in (1, 2)]

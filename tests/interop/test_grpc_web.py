@@ -54,7 +54,6 @@ import threading
 import time
 import unittest
 import urllib.parse
-import urllib.request
 
 import grpc
 import h2.config
@@ -72,7 +71,6 @@ harness.load_stubs()
 from gateway import alive_pb2, echo_pb2  # noqa: E402
 from helloworld import helloworld_pb2, helloworld_pb2_grpc  # noqa: E402
 
-ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SAY_HELLO = "/helloworld.Greeter/SayHello"
 GET_STATUS = "/gateway.AliveService/GetStatus"
 ECHO = "/gateway.EchoService/Echo"
@@ -95,14 +93,6 @@ def eventually(what, timeout, predicate, interval=0.05):
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(interval)
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 # ---- gRPC-Web on the wire, by hand ------------------------------------------
@@ -267,17 +257,11 @@ class Proxy:
         eventually(f"the proxy's {n} hosts connected (cx_active in /clusters)", 10, connected)
 
     def get(self, path):
-        with ADMIN.open(f"http://{self.admin}{path}", timeout=5) as response:
-            return response.read().decode()
+        return harness.admin_get(self.admin, path)
 
     def stats(self):
         """/stats as {name: value} (counters and gauges)."""
-        out = {}
-        for line in self.get("/stats").splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().lstrip("-").isdigit():
-                out[name] = int(value)
-        return out
+        return harness.admin_stats(self.admin)
 
     def web_stats(self):
         """The spec's gRPC-Web, HTTP/1 and CORS counters of the listener
@@ -874,12 +858,7 @@ class BrowserDemo(WebTestCase):
 
     def browser(self):
         """The chromium to run; skips the test without one, fails it in CI."""
-        browser = chromium()
-        if browser is None:
-            if os.environ.get("CI") == "true":
-                self.fail("chromium is missing in CI: scripts/install-deps should have installed it")
-            self.skipTest("chromium is not installed (scripts/install-deps installs Debian's package)")
-        return browser
+        return harness.chromium(self)
 
     def click_through(self, page, target):
         """Waits for the page to be ready on `target`, then clicks #say-hello,
@@ -926,11 +905,7 @@ class BrowserDemo(WebTestCase):
             blocked = eventually("the blocked call's row", 15, lambda: rows_then(page, n + 1))
 
         rows = shown["rows"]
-        try:
-            self.check_rows(rows, shown, origin, target)
-        except AssertionError:
-            print(f"grpc-web: the page showed {shown}")
-            raise
+        self.check_rows(rows, shown, origin, target)
         self.assertNotEqual(blocked["rows"][0]["status"], "0", blocked["rows"][0])
         self.assertIn("--cors-origin", blocked["state"], blocked["state"])
         self.assertIn(origin, blocked["state"], blocked["state"])
@@ -976,11 +951,7 @@ class BrowserDemo(WebTestCase):
             timings = page.evaluate(READ_PROTOCOLS % json.dumps(target + "/"))
 
         rows = shown["rows"]
-        try:
-            self.check_rows(rows, shown, origin, target)
-        except AssertionError:
-            print(f"grpc-web: the page showed {shown}")
-            raise
+        self.check_rows(rows, shown, origin, target)
         protocols = collections.Counter((r.get("type"), r["response"].get("protocol")) for r in answers)
         print(f"grpc-web: (type, protocol) of the answers from {target} in DevTools {dict(protocols)}")
         self.assertEqual({p for _, p in protocols}, {"h2"}, f"every answer over HTTP/2: {protocols}")
@@ -1007,6 +978,14 @@ class BrowserDemo(WebTestCase):
         self.assertGreaterEqual(moved["cors.preflight"], 1, moved)
 
     def check_rows(self, rows, shown, origin, target):
+        """What the page shows after its calls; on a failure, all of it is printed."""
+        try:
+            self._check_rows(rows, shown, origin, target)
+        except AssertionError:
+            print(f"grpc-web: the page showed {shown}")
+            raise
+
+    def _check_rows(self, rows, shown, origin, target):
         self.assertEqual(len(rows), 64, "1 + 1 + 30 calls in each mode")
         self.assertEqual(collections.Counter(r["status"] for r in rows), {"0": 64}, "every call OK")
         self.assertEqual(collections.Counter(r["mode"] for r in rows), {"binary": 32, "text": 32})

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 import grpc
 import h2.config
@@ -40,7 +39,6 @@ from gateway import echo_pb2, echo_pb2_grpc  # noqa: E402
 
 ECHO_PATH = "/gateway.EchoService/Echo"
 # The admin interface never goes through an HTTP proxy of the environment.
-ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def eventually(what, timeout, predicate, interval=0.05):
@@ -68,17 +66,11 @@ class Proxy:
         self.addr = next(m.group(1) for m in listening if m)
 
     def get(self, path):
-        with ADMIN.open(f"http://{self.admin}{path}", timeout=5) as response:
-            return response.read().decode()
+        return harness.admin_get(self.admin, path)
 
     def stats(self):
-        """/stats as {name: value}."""
-        out = {}
-        for line in self.get("/stats").splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().lstrip("-").isdigit():
-                out[name] = int(value)
-        return out
+        """/stats as {name: value} (counters and gauges)."""
+        return harness.admin_stats(self.admin)
 
     def stat(self, name):
         stats = self.stats()

@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 import grpc
 
@@ -35,7 +34,6 @@ from helloworld import helloworld_pb2, helloworld_pb2_grpc  # noqa: E402
 GREETER_PATH = "/helloworld.Greeter/SayHello"
 ALIVE_PATH = "/gateway.AliveService/GetStatus"
 # The admin interface never goes through an HTTP proxy of the environment.
-ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def eventually(what, timeout, predicate, interval=0.05):
@@ -137,8 +135,7 @@ class RoutedProxy:
         os.kill(self.process.proc.pid, signal.SIGHUP)
 
     def get(self, path):
-        with ADMIN.open(f"http://{self.admin}{path}", timeout=5) as response:
-            return response.read().decode()
+        return harness.admin_get(self.admin, path)
 
     def config_dump(self):
         return json.loads(self.get("/config_dump"))
@@ -152,13 +149,8 @@ class RoutedProxy:
         return {c["name"] for c in dump["config"]["clusters"]}
 
     def stats(self):
-        """/stats as {name: value}."""
-        out = {}
-        for line in self.get("/stats").splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().lstrip("-").isdigit():
-                out[name] = int(value)
-        return out
+        """/stats as {name: value} (counters and gauges)."""
+        return harness.admin_stats(self.admin)
 
     def stat(self, name):
         stats = self.stats()

@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -27,7 +26,6 @@ harness.load_stubs()
 from gateway import alive_pb2, alive_pb2_grpc  # noqa: E402
 from helloworld import helloworld_pb2, helloworld_pb2_grpc  # noqa: E402
 
-ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 
@@ -97,9 +95,7 @@ class TracesInterop(unittest.TestCase):
         return proxy
 
     def stats(self, proxy):
-        with ADMIN.open(f"http://{proxy.addr}/stats", timeout=5) as r:
-            text = r.read().decode()
-        return {n: int(v) for n, _, v in (l.partition(": ") for l in text.splitlines()) if v.isdigit()}
+        return harness.admin_stats(proxy.addr)
 
     def test_each_call_is_one_span_continuing_the_clients_trace(self):
         collector = Collector()
