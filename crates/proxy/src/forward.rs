@@ -259,13 +259,14 @@ pub async fn handle(
     conn: &ConnState,
 ) {
     if let Some(web) = &ingress.web
-        && crate::grpc_web::classify_h2(&request) != crate::grpc_web::Kind::Other
+        && let kind = crate::grpc_web::classify_h2(&request)
+        && kind != crate::grpc_web::Kind::Other
     {
         // A browser's call over HTTP/2: translated, then back through the
         // listener as gRPC (see crate::grpc_web).
         let web = Arc::clone(web);
         return Box::pin(crate::grpc_web::handle_h2(
-            &ingress, &web, request, respond, conn,
+            &ingress, &web, kind, request, respond, conn,
         ))
         .await;
     }

@@ -71,17 +71,13 @@ struct Cors {
 
 impl WebSettings {
     pub fn new(config: &GrpcWebConfig) -> Self {
-        let join = |names: &mut dyn Iterator<Item = &str>| {
-            HeaderValue::from_str(&names.collect::<Vec<_>>().join(", "))
-                .unwrap_or_else(|_| HeaderValue::from_static("content-type"))
-        };
         WebSettings {
             max_request_bytes: config.max_request_bytes,
             cors: config.cors.as_ref().map(|c| Cors {
                 allow_headers: (!c.allow_headers.is_empty())
-                    .then(|| join(&mut c.allow_headers.iter().map(String::as_str))),
+                    .then(|| join(c.allow_headers.iter().map(String::as_str))),
                 expose_headers: join(
-                    &mut ALWAYS_EXPOSED
+                    ALWAYS_EXPOSED
                         .into_iter()
                         .chain(c.expose_headers.iter().map(String::as_str)),
                 ),
@@ -90,6 +86,13 @@ impl WebSettings {
             }),
         }
     }
+}
+
+/// Header names as one comma-separated value (validated as names when the
+/// configuration was checked).
+fn join<'a>(names: impl Iterator<Item = &'a str>) -> HeaderValue {
+    HeaderValue::from_str(&names.collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("content-type"))
 }
 
 /// What a request on a gRPC-Web listener is.
@@ -171,10 +174,6 @@ pub struct WebStats {
     pub bridges_active: crate::cluster::Stat,
 }
 
-/// The in-memory HTTP/2 connection a client connection's gRPC-Web calls go
-/// through (see the module's documentation).
-struct Bridge;
-
 /// The in-memory connection's buffer each way.
 const BRIDGE_BUFFER: usize = 64 << 10;
 /// An HTTP/1.1 client connection's bridge is let go after this long without
@@ -183,39 +182,39 @@ const BRIDGE_BUFFER: usize = 64 << 10;
 /// (an h2c connection after a gRPC call: 22.0 KB; release build).
 pub const BRIDGE_IDLE: Duration = Duration::from_secs(5);
 
-impl Bridge {
-    /// Opens one: the listener's own HTTP/2 session on one end, served as a
-    /// client connection of `ingress`; a client handle on the other.
-    async fn open(
-        ingress: &Arc<Ingress>,
-        shutdown: &CancellationToken,
-    ) -> Result<h2::client::SendRequest<Bytes>, String> {
-        let (client, server) = tokio::io::duplex(BRIDGE_BUFFER);
-        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
-        tokio::spawn(
-            crate::server::serve_bridge(server, peer, Arc::clone(ingress), shutdown.clone())
-                .in_current_span(),
-        );
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .handshake::<_, Bytes>(client)
-            .await
-            .map_err(|e| format!("gRPC-Web bridge failed to start: {e}"))?;
-        let stats = Arc::clone(&ingress.stats);
-        stats.web.bridges_active.inc();
-        tokio::spawn(
-            async move {
-                // Ends once every handle is gone and its last call is done.
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "gRPC-Web bridge ended");
-                }
-                stats.web.bridges_active.dec();
-            }
+/// Opens a bridge, the in-memory HTTP/2 connection a client connection's
+/// gRPC-Web calls go through (see the module's documentation): the
+/// listener's own HTTP/2 session on one end, served as a client connection
+/// of `ingress`; a client handle on the other.
+async fn open_bridge(
+    ingress: &Arc<Ingress>,
+    shutdown: &CancellationToken,
+) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let (client, server) = tokio::io::duplex(BRIDGE_BUFFER);
+    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+    tokio::spawn(
+        crate::server::serve_bridge(server, peer, Arc::clone(ingress), shutdown.clone())
             .in_current_span(),
-        );
-        Ok(send)
-    }
+    );
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(client)
+        .await
+        .map_err(|e| format!("gRPC-Web bridge failed to start: {e}"))?;
+    let stats = Arc::clone(&ingress.stats);
+    stats.web.bridges_active.inc();
+    tokio::spawn(
+        async move {
+            // Ends once every handle is gone and its last call is done.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "gRPC-Web bridge ended");
+            }
+            stats.web.bridges_active.dec();
+        }
+        .in_current_span(),
+    );
+    Ok(send)
 }
 
 /// Where a client connection keeps its bridge: opened by its first
@@ -254,7 +253,7 @@ impl BridgeSlot {
         if let Some(send) = self.current() {
             return Ok(send);
         }
-        let opened = Bridge::open(ingress, shutdown).await?;
+        let opened = open_bridge(ingress, shutdown).await?;
         // Two calls of one HTTP/2 client may race here: the first bridge
         // stays, the other is dropped unused (and its session ends).
         let mut slot = self.lock();
@@ -489,11 +488,11 @@ async fn answer(
     bridge: &BridgeSlot,
     shutdown: &CancellationToken,
     parts: &Parts,
+    kind: Kind,
     mut body: Source<'_>,
-    tls: bool,
 ) -> Answer {
     let stats = &ingress.stats.web;
-    let kind = classify(parts);
+    let tls = ingress.tls.is_some();
     let origin = parts.headers.get(header::ORIGIN);
     let cors = match check_origin(web, parts, origin, tls) {
         Ok(cors) => {
@@ -672,18 +671,7 @@ fn upstream_request(parts: &Parts, tls: bool) -> Request<()> {
         headers.insert(header::CONTENT_TYPE, ct);
     }
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "localhost".into());
+    let authority = authority(parts).unwrap_or("localhost");
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let scheme = if tls { "https" } else { "http" };
     let uri = format!("{scheme}://{authority}{path}")
@@ -735,16 +723,19 @@ fn check_origin<'a>(
     Err(reason)
 }
 
+/// The request's authority: HTTP/2's `:authority`, or HTTP/1.1's `Host`.
+fn authority(parts: &Parts) -> Option<&str> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+}
+
 /// Whether `origin` is the request's own scheme and authority.
 fn same_origin(origin: &str, parts: &Parts, tls: bool) -> bool {
-    let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
     let scheme = if tls { "https://" } else { "http://" };
-    match (authority, origin.strip_prefix(scheme)) {
+    match (authority(parts), origin.strip_prefix(scheme)) {
         (Some(authority), Some(host)) => host.eq_ignore_ascii_case(authority),
         _ => false,
     }
@@ -839,10 +830,12 @@ fn record_local(ingress: &Ingress, parts: &Parts, local: &Local, start: (Instant
 }
 
 /// A gRPC-Web call or preflight that came over a client's HTTP/2 connection
-/// (from [`crate::forward::handle`]); `web` is the listener's settings.
+/// (from [`crate::forward::handle`], which classified it as `kind`); `web` is
+/// the listener's settings.
 pub async fn handle_h2(
     ingress: &Arc<Ingress>,
     web: &WebSettings,
+    kind: Kind,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     conn: &ConnState,
@@ -856,15 +849,14 @@ pub async fn handle_h2(
         conn.stream_reset(start.0);
     };
     let (parts, mut body) = request.into_parts();
-    let tls = ingress.tls.is_some();
     let answer = answer(
         ingress,
         web,
         &conn.bridge,
         &ingress.cut,
         &parts,
+        kind,
         Source::H2(&mut body),
-        tls,
     )
     .await;
     let (head, mut body) = match answer {
@@ -936,7 +928,6 @@ pub async fn serve_http1<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let tls = ingress.tls.is_some();
     let state = Arc::new((ingress, web, BridgeSlot::default(), shutdown.clone()));
     let slot = Arc::clone(&state);
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -952,8 +943,8 @@ pub async fn serve_http1<T>(
                 bridge,
                 shutdown,
                 &parts,
+                classify(&parts),
                 Source::Http1(&mut body),
-                tls,
             )
             .await;
             let response = match answer {
