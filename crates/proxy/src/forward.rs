@@ -89,6 +89,18 @@ pub struct ListenerStats {
     pub web: crate::grpc_web::WebStats,
 }
 
+impl ListenerStats {
+    /// Counts an answer's `:status` in its class (none when none was sent).
+    pub(crate) fn count_response(&self, status: u16) {
+        match status {
+            200..=299 => self.downstream_rq_2xx.inc(),
+            400..=499 => self.downstream_rq_4xx.inc(),
+            500..=599 => self.downstream_rq_5xx.inc(),
+            _ => {}
+        }
+    }
+}
+
 /// A stream reset by its client within this long of its start is premature
 /// (Envoy's `premature_reset_min_stream_lifetime_seconds`).
 pub const PREMATURE_RESET_LIFETIME: Duration = Duration::from_secs(1);
@@ -377,12 +389,7 @@ fn finish(
     let elapsed = started.elapsed();
     let stats = &ingress.stats;
     stats.downstream_rq_time.record(elapsed);
-    match outcome.response_code {
-        200..=299 => stats.downstream_rq_2xx.inc(),
-        400..=499 => stats.downstream_rq_4xx.inc(),
-        500..=599 => stats.downstream_rq_5xx.inc(),
-        _ => {}
-    }
+    stats.count_response(outcome.response_code);
     if outcome.timed_out {
         stats.downstream_rq_timeout.inc();
     }

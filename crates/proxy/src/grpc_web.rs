@@ -814,11 +814,7 @@ fn add_cors(headers: &mut HeaderMap, allowed: Option<Allowed<'_>>) {
 fn record_local(ingress: &Ingress, parts: &Parts, local: &Local, start: (Instant, SystemTime)) {
     let stats = &ingress.stats;
     stats.downstream_rq_total.inc();
-    match local.status.as_u16() {
-        200..=299 => stats.downstream_rq_2xx.inc(),
-        400..=499 => stats.downstream_rq_4xx.inc(),
-        _ => stats.downstream_rq_5xx.inc(),
-    }
+    stats.count_response(local.status.as_u16());
     if ingress.access_log.is_on() {
         let mut entry = Entry::new(start.1, parts);
         entry.response_code = local.status.as_u16();
@@ -923,11 +919,14 @@ pub async fn serve_http1<T>(
     io: T,
     peer: SocketAddr,
     ingress: Arc<Ingress>,
-    web: Arc<WebSettings>,
     shutdown: CancellationToken,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Only gRPC-Web listeners hand HTTP/1.1 connections over.
+    let Some(web) = ingress.web.clone() else {
+        return;
+    };
     let state = Arc::new((ingress, web, BridgeSlot::default(), shutdown.clone()));
     let slot = Arc::clone(&state);
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {

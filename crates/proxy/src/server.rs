@@ -8,6 +8,7 @@
 //! the handshake timeout is dropped. None of it can disturb other clients:
 //! each connection lives in its own task.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -121,10 +122,7 @@ async fn connection(
             let session = {
                 let web = route.web.is_some();
                 match checked(preface(tcp, web), peer, &route, &shutdown).await {
-                    Some(Opening::H2(io)) => Either::Left(serve_h2(io, peer, route, shutdown)),
-                    Some(Opening::Http1(io)) => {
-                        Either::Right(Box::pin(http1(io, peer, route, shutdown)))
-                    }
+                    Some(opening) => session(opening, peer, route, shutdown),
                     None => return,
                 }
             };
@@ -133,14 +131,23 @@ async fn connection(
     }
 }
 
-/// Serves an HTTP/1.1 connection of a gRPC-Web listener. Boxed where it is
-/// called: cleartext HTTP/2 connections' tasks are not sized for it.
-async fn http1<T>(io: T, peer: SocketAddr, route: Arc<Ingress>, shutdown: CancellationToken)
+/// The session of a connection whose first bytes were read: HTTP/2, or
+/// HTTP/1.1 on a gRPC-Web listener (boxed: the tasks of HTTP/2 connections
+/// are not sized for it).
+fn session<T>(
+    opening: Opening<T>,
+    peer: SocketAddr,
+    route: Arc<Ingress>,
+    shutdown: CancellationToken,
+) -> Either<impl Future<Output = ()>, Pin<Box<impl Future<Output = ()>>>>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Some(web) = route.web.clone() {
-        crate::grpc_web::serve_http1(io, peer, route, web, shutdown).await;
+    match opening {
+        Opening::H2(io) => Either::Left(serve_h2(io, peer, route, shutdown)),
+        Opening::Http1(io) => Either::Right(Box::pin(crate::grpc_web::serve_http1(
+            io, peer, route, shutdown,
+        ))),
     }
 }
 
@@ -166,13 +173,15 @@ async fn tls_connection(
     match stream.get_ref().1.alpn_protocol() {
         Some(crate::tls::H2) => serve_h2(stream, peer, route, shutdown).await,
         // Offered only on gRPC-Web listeners.
-        Some(crate::tls::HTTP11) => http1(stream, peer, route, shutdown).await,
+        Some(crate::tls::HTTP11) => {
+            crate::grpc_web::serve_http1(stream, peer, route, shutdown).await;
+        }
         // No ALPN offered at all: prior knowledge, as on a cleartext port.
-        _ => match checked(preface(stream, web), peer, &route, &shutdown).await {
-            Some(Opening::H2(io)) => serve_h2(io, peer, route, shutdown).await,
-            Some(Opening::Http1(io)) => http1(io, peer, route, shutdown).await,
-            None => {}
-        },
+        _ => {
+            if let Some(opening) = checked(preface(stream, web), peer, &route, &shutdown).await {
+                session(opening, peer, route, shutdown).await;
+            }
+        }
     }
 }
 
