@@ -131,11 +131,11 @@ pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GrpcWeb
     }
     match Given::deserialize(d)? {
         Given::Bool(on) => Ok(on.then(GrpcWebConfig::default)),
-        Given::Text(t) => match t.trim() {
-            "on" | "true" | "yes" => Ok(Some(GrpcWebConfig::default())),
-            "off" | "false" | "no" => Ok(None),
-            other => Err(serde::de::Error::custom(format!(
-                "grpc_web: expected on, off or a map (max_request_bytes, cors), got {other:?}"
+        Given::Text(t) => match super::values::switch(&t) {
+            Some(on) => Ok(on.then(GrpcWebConfig::default)),
+            None => Err(serde::de::Error::custom(format!(
+                "grpc_web: expected on, off or a map (max_request_bytes, cors), got {:?}",
+                t.trim()
             ))),
         },
         Given::Map(map) => GrpcWebConfig::deserialize(map)

@@ -135,13 +135,18 @@ pub(crate) fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> 
     }
     match OnOff::deserialize(d)? {
         OnOff::Bool(b) => Ok(b),
-        OnOff::Text(t) => match t.trim() {
-            "on" | "true" | "yes" => Ok(true),
-            "off" | "false" | "no" => Ok(false),
-            other => Err(serde::de::Error::custom(format!(
-                "expected on or off, got {other:?}"
-            ))),
-        },
+        OnOff::Text(t) => switch(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!("expected on or off, got {:?}", t.trim()))
+        }),
+    }
+}
+
+/// `on`/`true`/`yes` or `off`/`false`/`no`, as a switch is written.
+pub(crate) fn switch(text: &str) -> Option<bool> {
+    match text.trim() {
+        "on" | "true" | "yes" => Some(true),
+        "off" | "false" | "no" => Some(false),
+        _ => None,
     }
 }
 
