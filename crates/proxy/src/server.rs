@@ -213,6 +213,19 @@ async fn checked<T>(
     }
 }
 
+/// The HTTP/2 settings of a client connection: windows, the header list
+/// limit and the listener's stream limit. Public for the fuzz targets
+/// (`fuzz/`), which drive the same server with these settings.
+pub fn h2_server_builder(max_concurrent_streams: u32) -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_streams(max_concurrent_streams);
+    builder
+}
+
 /// Serves one client's HTTP/2 session, GOAWAY on shutdown.
 ///
 /// The session's calls run inside this task, beside the connection they
@@ -228,12 +241,7 @@ pub(crate) async fn serve_h2<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(route.max_concurrent_streams);
+    let builder = h2_server_builder(route.max_concurrent_streams);
     // Boxed, and freed once done: inline, the handshake's state (1.3 KiB)
     // would stay in the task beside the connection it becomes, for as long
     // as the client stays connected.

@@ -114,7 +114,9 @@ impl Encoder {
                 // The header has an associated name. In which case, try to
                 // index it in the table.
                 Ok(header) => {
-                    let index = self.table.index(header);
+                    // FORK: static table only, never a dynamic insertion
+                    // (see `Table::index_static_only`).
+                    let index = Table::index_static_only(header);
                     self.encode_header(&index, dst);
 
                     last_index = Some(index);
@@ -253,7 +255,16 @@ fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut Byt
     encode_str(value, dst);
 }
 
+/// FORK: string literals go out raw (H = 0), as HAProxy's encoder sends them.
+/// Huffman coding saves about a fifth of a header's bytes and costs a table
+/// walk per byte, on every block the proxy re-encodes.
 fn encode_str(val: &[u8], dst: &mut BytesMut) {
+    encode_int(val.len(), 7, 0, dst);
+    dst.put_slice(val);
+}
+
+#[allow(dead_code)]
+fn encode_str_huffman(val: &[u8], dst: &mut BytesMut) {
     if !val.is_empty() {
         let idx = position(dst);
 
