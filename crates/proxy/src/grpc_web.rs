@@ -199,6 +199,7 @@ async fn open_bridge(
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
+        .hpack_static_only(true)
         .handshake::<_, Bytes>(client)
         .await
         .map_err(|e| format!("gRPC-Web bridge failed to start: {e}"))?;

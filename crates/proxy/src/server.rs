@@ -222,7 +222,10 @@ pub fn h2_server_builder(max_concurrent_streams: u32) -> h2::server::Builder {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(max_concurrent_streams);
+        .max_concurrent_streams(max_concurrent_streams)
+        // Our h2 fork: header blocks from the static table, raw literals
+        // (docs/architecture.md, "The HTTP/2 layer").
+        .hpack_static_only(true);
     builder
 }
 

@@ -190,7 +190,10 @@ fn client_builder() -> h2::client::Builder {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEADER_LIST)
-        .enable_push(false);
+        .enable_push(false)
+        // Our h2 fork: header blocks from the static table, raw literals
+        // (docs/architecture.md, "The HTTP/2 layer").
+        .hpack_static_only(true);
     builder
 }
 

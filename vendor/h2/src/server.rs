@@ -263,6 +263,9 @@ pub struct Builder {
     ///
     /// When this gets exhausted, we issue a GOAWAY with `ENHANCE_YOUR_CALM`.
     data_frame_budget: proto::DataFrameBudget,
+
+    /// FORK: HPACK-encode from the static table only, raw literals.
+    hpack_static_only: bool,
 }
 
 /// Send a response back to the client
@@ -387,6 +390,7 @@ where
 
         // Create the codec.
         let mut codec = Codec::new(io);
+        codec.set_hpack_static_only(builder.hpack_static_only);
 
         if let Some(max) = builder.settings.max_frame_size() {
             codec.set_max_recv_frame_size(max as usize);
@@ -663,6 +667,7 @@ impl Builder {
             max_send_buffer_size: proto::DEFAULT_MAX_SEND_BUFFER_SIZE,
             local_max_error_reset_streams: Some(proto::DEFAULT_LOCAL_RESET_COUNT_MAX),
             data_frame_budget: proto::DataFrameBudget::Auto,
+            hpack_static_only: false,
         }
     }
 
@@ -970,6 +975,16 @@ impl Builder {
     /// ```
     pub fn max_pending_accept_reset_streams(&mut self, max: usize) -> &mut Self {
         self.pending_accept_reset_stream_max = max;
+        self
+    }
+
+    /// FORK: encodes header blocks from the HPACK static table only: full
+    /// matches indexed, every other field a literal without indexing, strings
+    /// raw (no Huffman), as HAProxy's encoder does. Less work per header
+    /// block for a few more bytes on the wire; the peer's decoder keeps an
+    /// empty dynamic table. Off by default.
+    pub fn hpack_static_only(&mut self, enabled: bool) -> &mut Self {
+        self.hpack_static_only = enabled;
         self
     }
 

@@ -338,6 +338,11 @@ impl<T, B> FramedWrite<T, B> {
         self.encoder.max_frame_size = val as FrameSize;
     }
 
+    /// FORK: HPACK-encode from the static table only, raw literals.
+    pub fn set_hpack_static_only(&mut self, enabled: bool) {
+        self.encoder.hpack.set_static_only(enabled);
+    }
+
     /// Set the peer's header table size.
     pub fn set_header_table_size(&mut self, val: usize) {
         self.encoder.hpack.update_max_size(val);

@@ -90,6 +90,11 @@ impl<T, B> Codec<T, B> {
         self.framed_write().set_max_frame_size(val)
     }
 
+    /// FORK: HPACK-encode from the static table only, raw literals.
+    pub fn set_hpack_static_only(&mut self, enabled: bool) {
+        self.framed_write().set_hpack_static_only(enabled)
+    }
+
     /// Set the peer's header table size size.
     pub fn set_send_header_table_size(&mut self, val: usize) {
         self.framed_write().set_header_table_size(val)

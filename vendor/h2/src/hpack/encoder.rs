@@ -18,6 +18,9 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// FORK: encode from the static table only, with raw literals (see
+    /// `encode_static_only`).
+    static_only: bool,
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -35,6 +38,7 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            static_only: false,
         }
     }
 
@@ -60,6 +64,12 @@ impl Encoder {
     /// Returns a fully-written header block buffer for reuse.
     pub(crate) fn return_scratch(&mut self, scratch: BytesMut) {
         self.scratch = scratch;
+    }
+
+    /// FORK: encode every header block from the static table only, never
+    /// inserting into the dynamic table, with string literals sent raw.
+    pub fn set_static_only(&mut self, enabled: bool) {
+        self.static_only = enabled;
     }
 
     /// Queues a max size update.
@@ -107,6 +117,10 @@ impl Encoder {
 
         self.encode_size_updates(dst);
 
+        if self.static_only {
+            return encode_static_only(headers, dst);
+        }
+
         let mut last_index = None;
 
         for header in headers {
@@ -114,9 +128,7 @@ impl Encoder {
                 // The header has an associated name. In which case, try to
                 // index it in the table.
                 Ok(header) => {
-                    // FORK: static table only, never a dynamic insertion
-                    // (see `Table::index_static_only`).
-                    let index = Table::index_static_only(header);
+                    let index = self.table.index(header);
                     self.encode_header(&index, dst);
 
                     last_index = Some(index);
@@ -230,6 +242,86 @@ impl Default for Encoder {
     }
 }
 
+/// FORK: what HAProxy's encoder does. A forwarding proxy re-encodes every
+/// header block it passes on. Hashing each header into a dynamic table
+/// (inserting, evicting) and Huffman-coding each literal cost more per call
+/// than the bytes they save on a loopback or LAN hop, and the peer's decoder
+/// keeps its table empty. Full static matches (`:method: POST`,
+/// `:status: 200`) are still one byte.
+fn encode_static_only<I>(headers: I, dst: &mut BytesMut)
+where
+    I: IntoIterator<Item = Header<Option<HeaderName>>>,
+{
+    let mut last: Option<Index> = None;
+    for header in headers {
+        match header.reify() {
+            Ok(header) => {
+                let index = Table::index_static_only(header);
+                match &index {
+                    Index::Indexed(idx, _) => encode_int(*idx, 7, 0x80, dst),
+                    Index::Name(idx, header) => encode_literal(
+                        Some(*idx),
+                        &[],
+                        header.value_slice(),
+                        header.is_sensitive(),
+                        dst,
+                    ),
+                    Index::NotIndexed(header) => encode_literal(
+                        None,
+                        header.name().as_slice(),
+                        header.value_slice(),
+                        header.is_sensitive(),
+                        dst,
+                    ),
+                    Index::Inserted(_) | Index::InsertedValue(..) => {
+                        unreachable!("the static table inserts nothing")
+                    }
+                }
+                last = Some(index);
+            }
+            // Another value of the previous header's name.
+            Err(value) => match last.as_ref() {
+                Some(Index::Indexed(idx, _) | Index::Name(idx, _)) => {
+                    encode_literal(Some(*idx), &[], value.as_ref(), value.is_sensitive(), dst)
+                }
+                Some(Index::NotIndexed(header)) => encode_literal(
+                    None,
+                    header.name().as_slice(),
+                    value.as_ref(),
+                    value.is_sensitive(),
+                    dst,
+                ),
+                _ => panic!("encoding header without name, but no previous index to use for name"),
+            },
+        }
+    }
+}
+
+/// A literal header field without indexing (never indexed when sensitive),
+/// its name from the static table or literal, the strings raw (H = 0).
+fn encode_literal(
+    name_index: Option<usize>,
+    name: &[u8],
+    value: &[u8],
+    sensitive: bool,
+    dst: &mut BytesMut,
+) {
+    let first = if sensitive { 0b1_0000 } else { 0 };
+    match name_index {
+        Some(idx) => encode_int(idx, 4, first, dst),
+        None => {
+            dst.put_u8(first);
+            encode_raw_str(name, dst);
+        }
+    }
+    encode_raw_str(value, dst);
+}
+
+fn encode_raw_str(val: &[u8], dst: &mut BytesMut) {
+    encode_int(val.len(), 7, 0, dst);
+    dst.put_slice(val);
+}
+
 fn encode_size_update(val: usize, dst: &mut BytesMut) {
     encode_int(val, 5, 0b0010_0000, dst)
 }
@@ -255,16 +347,7 @@ fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut Byt
     encode_str(value, dst);
 }
 
-/// FORK: string literals go out raw (H = 0), as HAProxy's encoder sends them.
-/// Huffman coding saves about a fifth of a header's bytes and costs a table
-/// walk per byte, on every block the proxy re-encodes.
 fn encode_str(val: &[u8], dst: &mut BytesMut) {
-    encode_int(val.len(), 7, 0, dst);
-    dst.put_slice(val);
-}
-
-#[allow(dead_code)]
-fn encode_str_huffman(val: &[u8], dst: &mut BytesMut) {
     if !val.is_empty() {
         let idx = position(dst);
 

@@ -134,15 +134,11 @@ impl Table {
     /// The index of a header for an encoder that never inserts: the static
     /// table's full match or name match, else a literal name.
     ///
-    /// FORK: what HAProxy's encoder does. A forwarding proxy re-encodes every
-    /// header block it passes on; hashing and inserting each header into a
-    /// dynamic table (and evicting) cost more per call than the bytes it
-    /// saves on a loopback or LAN hop.
+    /// FORK: for `Encoder::set_static_only`.
     pub fn index_static_only(header: Header) -> Index {
         Index::new(index_static(&header), header)
     }
 
-    #[allow(dead_code)]
     pub fn index(&mut self, header: Header) -> Index {
         // Check the static table
         let statik = index_static(&header);
