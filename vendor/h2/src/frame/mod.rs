@@ -141,6 +141,10 @@ pub enum Error {
     /// An invalid setting value was provided
     InvalidSettingValue,
 
+    /// FORK: SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1, a FLOW_CONTROL_ERROR
+    /// (RFC 9113, 6.5.2) where other invalid values are PROTOCOL_ERRORs.
+    InvalidInitialWindowSize,
+
     /// An invalid window update value
     InvalidWindowUpdateValue,
 
@@ -171,4 +175,20 @@ pub enum Error {
 
     /// Failed to perform HPACK decoding
     Hpack(hpack::DecoderError),
+}
+
+impl Error {
+    /// FORK: the error code of the connection error a frame that fails to
+    /// load is (RFC 9113, section 6; RFC 7541, 2.3.3 and 4.2). Upstream h2
+    /// sends PROTOCOL_ERROR for every one of them.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::BadFrameSize | Error::InvalidPayloadLength | Error::InvalidPayloadAckSettings => {
+                Reason::FRAME_SIZE_ERROR
+            }
+            Error::InvalidInitialWindowSize => Reason::FLOW_CONTROL_ERROR,
+            Error::Hpack(_) => Reason::COMPRESSION_ERROR,
+            _ => Reason::PROTOCOL_ERROR,
+        }
+    }
 }
