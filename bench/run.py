@@ -863,6 +863,9 @@ def main():
     ap.add_argument("--profile", action="store_true", help="also perf-profile our L7 proxy under load")
     ap.add_argument("--no-instructions", action="store_true", help="skip the callgrind instructions-per-call phase")
     ap.add_argument("--instructions-only", action="store_true", help="only the callgrind instructions-per-call phase")
+    ap.add_argument(
+        "--memory-only", action="store_true", help="only idle RSS and memory per idle client connection (about a minute)"
+    )
     args = ap.parse_args()
     if args.reps is None:
         args.reps = 2 if args.quick else 5
@@ -883,6 +886,12 @@ def main():
     try:
         if args.instructions_only:
             bench.instructions()
+            return
+        if args.memory_only:
+            bench.start()
+            bench.idle_rss()
+            bench.idle_connections()
+            bench.save()
             return
         bench.start()
         bench.idle_rss()

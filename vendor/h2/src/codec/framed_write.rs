@@ -93,7 +93,8 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                // FORK: taken when the first frame is buffered.
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -173,6 +174,14 @@ where
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
 
+        // FORK: everything is written, so give the buffer back; `buffer`
+        // takes a new one when there is something to write. Upstream keeps
+        // 16 KiB per connection for as long as it lives, the better part of
+        // what an idle client connection costs a proxy that holds thousands.
+        if self.encoder.next.is_none() && self.encoder.buf.get_ref().is_empty() {
+            *self.encoder.buf.get_mut() = BytesMut::new();
+        }
+
         Poll::Ready(Ok(()))
     }
 
@@ -223,6 +232,10 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        // FORK: the buffer is given back once flushed (`flush`).
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +320,10 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // FORK: no buffer (given back when flushed) is room: `buffer` takes one.
+        let buf = self.buf.get_ref();
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (buf.capacity() == 0 || buf.capacity() - buf.len() >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
