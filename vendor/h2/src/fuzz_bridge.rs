@@ -1,4 +1,8 @@
+//! Entry points for fuzz targets into h2's private modules; compiled only
+//! under `cfg(fuzzing)`, which cargo fuzz sets.
+
 #[cfg(fuzzing)]
+/// Functions the fuzz targets call.
 pub mod fuzz_logic {
     use crate::hpack;
     use bytes::BytesMut;
@@ -6,6 +10,7 @@ pub mod fuzz_logic {
     use std::io::Cursor;
     use std::ops::ControlFlow;
 
+    /// Decodes `data_` with an empty table; encodes it as a method if it is one.
     pub fn fuzz_hpack(data_: &[u8]) {
         let mut decoder_ = hpack::Decoder::new(0);
         let mut buf = BytesMut::new();
@@ -25,5 +30,94 @@ pub mod fuzz_logic {
         let mut dst = BytesMut::with_capacity(1024);
         e.encode(&mut hdrs.into_iter(), &mut dst);
         dst
+    }
+
+    /// FORK: the HPACK property our encoder change must keep (fuzz/ at the
+    /// root of the repository, target `hpack`).
+    ///
+    /// Decodes `block` as one header block with a 4096-byte dynamic table
+    /// (SETTINGS_HEADER_TABLE_SIZE's default), giving up once the decoded
+    /// list is larger than `max_header_list_size` (counted as RFC 9113 counts
+    /// it, 32 bytes per field plus name and value, as `frame::headers` does),
+    /// so that a small block of indexed references to a large entry cannot
+    /// expand without bound. When the block decodes, its headers are encoded
+    /// again, by the static-only encoder (`Encoder::set_static_only`, what
+    /// the proxy sends) and by h2's indexing, Huffman-coding one (what the
+    /// backends send), and each encoding is decoded by a fresh decoder: the
+    /// headers must come back equal, in order. The static-only encoder keeps
+    /// no state, so a second block of the same headers must be the same bytes.
+    pub fn hpack_round_trip(block: &[u8], max_header_list_size: usize) {
+        let mut decoder = hpack::Decoder::new(4096);
+        let mut src = BytesMut::from(block);
+        let mut headers = Vec::new();
+        let mut size = 0usize;
+        let decoded = decoder.decode(&mut Cursor::new(&mut src), |header| {
+            size = size.saturating_add(header.len());
+            if size > max_header_list_size {
+                return ControlFlow::Break(());
+            }
+            headers.push(header);
+            ControlFlow::Continue(())
+        });
+        if decoded.is_err() || size > max_header_list_size {
+            return;
+        }
+
+        let mut lean = hpack::Encoder::new(4096, 0);
+        lean.set_static_only(true);
+        let first = encode_list(&mut lean, &headers);
+        assert_eq!(decode_all(&first), headers, "static-only encoding");
+        let second = encode_list(&mut lean, &headers);
+        assert_eq!(first, second, "the static-only encoder kept state");
+
+        let mut indexing = hpack::Encoder::default();
+        let block = encode_list(&mut indexing, &headers);
+        assert_eq!(decode_all(&block), headers, "indexing encoding");
+    }
+
+    /// Encodes as `frame::headers` hands headers to the encoder: a field
+    /// with the same name as the one before it comes without its name (the
+    /// way `HeaderMap` yields repeated values).
+    fn encode_list(encoder: &mut hpack::Encoder, headers: &[hpack::Header]) -> BytesMut {
+        let mut list = Vec::with_capacity(headers.len());
+        let mut previous: Option<&HeaderName> = None;
+        for header in headers {
+            list.push(match header.clone() {
+                hpack::Header::Field { name, value } => {
+                    let repeated = previous == Some(&name);
+                    hpack::Header::Field {
+                        name: if repeated { None } else { Some(name) },
+                        value,
+                    }
+                }
+                hpack::Header::Authority(v) => hpack::Header::Authority(v),
+                hpack::Header::Method(v) => hpack::Header::Method(v),
+                hpack::Header::Scheme(v) => hpack::Header::Scheme(v),
+                hpack::Header::Path(v) => hpack::Header::Path(v),
+                hpack::Header::Protocol(v) => hpack::Header::Protocol(v),
+                hpack::Header::Status(v) => hpack::Header::Status(v),
+            });
+            previous = match header {
+                hpack::Header::Field { name, .. } => Some(name),
+                _ => None,
+            };
+        }
+        let mut dst = BytesMut::new();
+        encoder.encode(list, &mut dst);
+        dst
+    }
+
+    fn decode_all(block: &BytesMut) -> Vec<hpack::Header> {
+        let mut decoder = hpack::Decoder::new(4096);
+        let mut src = block.clone();
+        let mut headers = Vec::new();
+        let decoded = decoder.decode(&mut Cursor::new(&mut src), |header| {
+            headers.push(header);
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = decoded {
+            panic!("our own encoding does not decode: {e:?}");
+        }
+        headers
     }
 }
