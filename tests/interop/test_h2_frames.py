@@ -543,6 +543,19 @@ class H2Frames(unittest.TestCase):
         self.assertEqual([r.message for r in replies], [message], detail)
         return response
 
+    def assert_each_is_connection_error(self, kind, cases, before=None):
+        """Each `(name, frame, code)` case on a fresh connection after the
+        handshake: the frame is answered with GOAWAY(`code`) and the close.
+        `before(client, name)`, when given, runs before the frame is sent."""
+        for name, frame, code in cases:
+            with self.subTest(name):
+                client = self.client()
+                client.handshake()
+                if before:
+                    before(client, name)
+                client.send(frame)
+                self.assert_connection_error(client, code, f"{kind} {name}")
+
     def assert_connection_error(self, client, code, what):
         """GOAWAY(`code`), then the close (RFC 9113 section 5.4.1: after a
         GOAWAY for an error the endpoint MUST close the TCP connection)."""
@@ -676,12 +689,7 @@ class H2Frames(unittest.TestCase):
             ),
             ("on stream 1", raw_settings({MAX_CONCURRENT_STREAMS: 10}, stream=1), PROTOCOL_ERROR),
         ]
-        for name, frame, code in cases:
-            with self.subTest(name):
-                client = self.client()
-                client.handshake()
-                client.send(frame)
-                self.assert_connection_error(client, code, f"SETTINGS {name}")
+        self.assert_each_is_connection_error("SETTINGS", cases)
 
     # PING (section 6.7).
 
@@ -708,12 +716,7 @@ class H2Frames(unittest.TestCase):
             ("length 7", raw_frame(PING, 0, 0, b"1234567"), FRAME_SIZE_ERROR),
             ("length 9", raw_frame(PING, 0, 0, b"123456789"), FRAME_SIZE_ERROR),
         ]
-        for name, frame, code in cases:
-            with self.subTest(name):
-                client = self.client()
-                client.handshake()
-                client.send(frame)
-                self.assert_connection_error(client, code, f"PING {name}")
+        self.assert_each_is_connection_error("PING", cases)
 
     def test_ping_flood_is_bounded_and_costs_others_nothing(self):
         """PINGs written as fast as the socket takes them by a client that
@@ -1012,14 +1015,13 @@ clusters:
             ("on stream 0", raw_frame(RST_STREAM, 0, 0, struct.pack(">I", CANCEL)), PROTOCOL_ERROR),
             ("length 3", raw_frame(RST_STREAM, 0, 1, b"\x00\x00\x08"), FRAME_SIZE_ERROR),
         ]
-        for name, frame, code in cases:
-            with self.subTest(name):
-                client = self.client()
-                client.handshake()
-                if name == "length 3":
-                    self.open_stream(client)
-                client.send(frame)
-                self.assert_connection_error(client, code, f"RST_STREAM {name}")
+        # The wrong length is sent on an open stream, so that it is the length
+        # and not an idle stream that is refused.
+        def open_for_length_3(client, name):
+            if name == "length 3":
+                self.open_stream(client)
+
+        self.assert_each_is_connection_error("RST_STREAM", cases, before=open_for_length_3)
 
     def test_rst_stream_rapid_reset_is_stopped(self):
         """HEADERS then RST_STREAM(CANCEL), stream after stream (CVE-2023-44487):
