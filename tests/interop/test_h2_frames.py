@@ -314,8 +314,9 @@ class Client:
         if isinstance(frame, (HeadersFrame, ContinuationFrame)) and "END_HEADERS" in frame.flags:
             first, fragments = self.block
             self.block = None
+            first.block = b"".join(fragments)
             try:
-                first.headers = list(self.decoder.decode(b"".join(fragments)))
+                first.headers = list(self.decoder.decode(first.block))
             except hpack.HPACKError as e:
                 raise AssertionError(
                     f"the proxy sent a header block we cannot decode: {e}\n{self.log()}"
@@ -1368,6 +1369,27 @@ clusters:
             client.wait_closed("the close after GOAWAY")
         else:
             self.assert_echoed(client, client.call("after the bomb"), "after the bomb")
+
+    def test_hpack_the_proxys_blocks_use_the_static_table_only(self):
+        """The proxy's header blocks (heads and trailers of three calls on one
+        connection) never insert into the client's dynamic table, so each
+        decodes alone, with a fresh decoder, to what the connection's decoder
+        got: the proxy keeps no HPACK state per client (docs/architecture.md,
+        "The HTTP/2 layer")."""
+        client = self.client()
+        client.handshake()
+        streams = [client.call(f"static {n}") for n in range(3)]
+        for n, stream in enumerate(streams):
+            self.assert_echoed(client, stream, f"static {n}")
+        blocks = [f for f in client.frames if isinstance(f, HeadersFrame)]
+        self.assertEqual(len(blocks), 6, client.log())
+        for frame in blocks:
+            detail = f"block on stream {frame.stream_id} needs the connection's table"
+            try:
+                alone = list(hpack.Decoder().decode(frame.block))
+            except hpack.HPACKError as e:
+                self.fail(f"{detail}: {e}\n{client.log()}")
+            self.assertEqual(alone, frame.headers, f"{detail}\n{client.log()}")
 
     def test_hpack_invalid_blocks_are_compression_errors(self):
         """Header blocks an HPACK decoder must reject are a connection

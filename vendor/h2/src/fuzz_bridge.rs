@@ -6,7 +6,7 @@
 pub mod fuzz_logic {
     use crate::hpack;
     use bytes::BytesMut;
-    use http::header::HeaderName;
+    use http::header::{HeaderMap, HeaderName};
     use std::io::Cursor;
     use std::ops::ControlFlow;
 
@@ -73,6 +73,26 @@ pub mod fuzz_logic {
         let mut indexing = hpack::Encoder::default();
         let block = encode_list(&mut indexing, &headers);
         assert_eq!(decode_all(&block), headers, "indexing encoding");
+
+        // What frame::headers sends: the pseudo-header fields, then the
+        // regular ones read in place from their map (grouped by name there).
+        let (pseudo, fields): (Vec<_>, Vec<_>) = headers
+            .into_iter()
+            .partition(|h| !matches!(h, hpack::Header::Field { .. }));
+        let mut map = HeaderMap::new();
+        for field in fields {
+            if let hpack::Header::Field { name, value } = field {
+                map.append(name, value);
+            }
+        }
+        let mut expected = pseudo.clone();
+        expected.extend(map.iter().map(|(name, value)| hpack::Header::Field {
+            name: name.clone(),
+            value: value.clone(),
+        }));
+        let mut block = BytesMut::new();
+        lean.encode_static_only_block(pseudo, &map, &mut block);
+        assert_eq!(decode_all(&block), expected, "static-only block encoding");
     }
 
     /// Encodes as `frame::headers` hands headers to the encoder: a field

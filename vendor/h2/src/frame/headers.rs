@@ -574,6 +574,22 @@ impl Continuation {
 // ===== impl Pseudo =====
 
 impl Pseudo {
+    /// FORK: the pseudo-header fields in the order `Iter` yields them, for
+    /// `hpack::Encoder::encode_static_only_block`.
+    fn into_headers(self) -> impl Iterator<Item = hpack::Header> {
+        use crate::hpack::Header;
+        [
+            self.method.map(Header::Method),
+            self.scheme.map(Header::Scheme),
+            self.authority.map(Header::Authority),
+            self.path.map(Header::Path),
+            self.protocol.map(Header::Protocol),
+            self.status.map(Header::Status),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     pub fn request(method: Method, uri: Uri, protocol: Option<Protocol>) -> Self {
         let parts = uri::Parts::from(uri);
 
@@ -1008,6 +1024,11 @@ impl HeaderBlock {
     fn into_encoding(self, encoder: &mut hpack::Encoder) -> EncodingHeaderBlock {
         let mut hpack = encoder.take_scratch();
         hpack.clear();
+        if encoder.is_static_only() {
+            // FORK: the fields are read in place (`encode_static_only_block`).
+            encoder.encode_static_only_block(self.pseudo.into_headers(), &self.fields, &mut hpack);
+            return EncodingHeaderBlock { hpack };
+        }
         let headers = Iter {
             pseudo: Some(self.pseudo),
             fields: self.fields.into_iter(),

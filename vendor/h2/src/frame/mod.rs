@@ -183,9 +183,9 @@ impl Error {
     /// sends PROTOCOL_ERROR for every one of them.
     pub fn reason(&self) -> Reason {
         match self {
-            Error::BadFrameSize | Error::InvalidPayloadLength | Error::InvalidPayloadAckSettings => {
-                Reason::FRAME_SIZE_ERROR
-            }
+            Error::BadFrameSize
+            | Error::InvalidPayloadLength
+            | Error::InvalidPayloadAckSettings => Reason::FRAME_SIZE_ERROR,
             Error::InvalidInitialWindowSize => Reason::FLOW_CONTROL_ERROR,
             Error::Hpack(_) => Reason::COMPRESSION_ERROR,
             _ => Reason::PROTOCOL_ERROR,

@@ -1,8 +1,8 @@
-use super::table::{Index, Table};
+use super::table::{index_static_field, Index, Table};
 use super::{huffman, Header};
 
 use bytes::{BufMut, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 const DEFAULT_MAX_ALLOWED_SIZE: usize = 4 * 1024;
 
@@ -248,6 +248,72 @@ impl Default for Encoder {
 /// than the bytes they save on a loopback or LAN hop, and the peer's decoder
 /// keeps its table empty. Full static matches (`:method: POST`,
 /// `:status: 200`) are still one byte.
+impl Encoder {
+    /// Whether every block is encoded from the static table only.
+    pub(crate) fn is_static_only(&self) -> bool {
+        self.static_only
+    }
+
+    /// FORK: a whole header block, static table only (see `set_static_only`),
+    /// its regular fields read in place: none is moved out of the map, put in
+    /// a `Header` and dropped one by one, as `encode` must for the dynamic
+    /// table, which keeps what it indexes.
+    pub(crate) fn encode_static_only_block<I>(
+        &mut self,
+        pseudo: I,
+        fields: &HeaderMap,
+        dst: &mut BytesMut,
+    ) where
+        I: IntoIterator<Item = Header>,
+    {
+        self.encode_size_updates(dst);
+        for header in pseudo {
+            encode_static_only_one(&Table::index_static_only(header), dst);
+        }
+        for (name, value) in fields {
+            let sensitive = value.is_sensitive();
+            match index_static_field(name, value) {
+                Some((idx, true)) => encode_int(idx, 7, 0x80, dst),
+                Some((idx, false)) => {
+                    encode_literal(Some(idx), &[], value.as_bytes(), sensitive, dst)
+                }
+                None => encode_literal(
+                    None,
+                    name.as_str().as_bytes(),
+                    value.as_bytes(),
+                    sensitive,
+                    dst,
+                ),
+            }
+        }
+    }
+}
+
+/// One header's static-table encoding: indexed, or a literal that is never
+/// indexed (its name indexed where the table has it).
+fn encode_static_only_one(index: &Index, dst: &mut BytesMut) {
+    match index {
+        Index::Indexed(idx, _) => encode_int(*idx, 7, 0x80, dst),
+        Index::Name(idx, header) => encode_literal(
+            Some(*idx),
+            &[],
+            header.value_slice(),
+            header.is_sensitive(),
+            dst,
+        ),
+        Index::NotIndexed(header) => encode_literal(
+            None,
+            header.name().as_slice(),
+            header.value_slice(),
+            header.is_sensitive(),
+            dst,
+        ),
+        Index::Inserted(_) | Index::InsertedValue(..) => {
+            unreachable!("the static table inserts nothing")
+        }
+    }
+}
+
 fn encode_static_only<I>(headers: I, dst: &mut BytesMut)
 where
     I: IntoIterator<Item = Header<Option<HeaderName>>>,
@@ -257,26 +323,7 @@ where
         match header.reify() {
             Ok(header) => {
                 let index = Table::index_static_only(header);
-                match &index {
-                    Index::Indexed(idx, _) => encode_int(*idx, 7, 0x80, dst),
-                    Index::Name(idx, header) => encode_literal(
-                        Some(*idx),
-                        &[],
-                        header.value_slice(),
-                        header.is_sensitive(),
-                        dst,
-                    ),
-                    Index::NotIndexed(header) => encode_literal(
-                        None,
-                        header.name().as_slice(),
-                        header.value_slice(),
-                        header.is_sensitive(),
-                        dst,
-                    ),
-                    Index::Inserted(_) | Index::InsertedValue(..) => {
-                        unreachable!("the static table inserts nothing")
-                    }
-                }
+                encode_static_only_one(&index, dst);
                 last = Some(index);
             }
             // Another value of the previous header's name.

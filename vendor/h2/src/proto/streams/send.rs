@@ -91,7 +91,8 @@ impl Send {
                 || name == header::UPGRADE
                 || name == "keep-alive"
                 || name == "proxy-connection"
-                || (name == header::TE && fields.get_all(header::TE).iter().any(|te| te != "trailers"))
+                || (name == header::TE
+                    && fields.get_all(header::TE).iter().any(|te| te != "trailers"))
             {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
