@@ -242,12 +242,6 @@ impl Default for Encoder {
     }
 }
 
-/// FORK: what HAProxy's encoder does. A forwarding proxy re-encodes every
-/// header block it passes on. Hashing each header into a dynamic table
-/// (inserting, evicting) and Huffman-coding each literal cost more per call
-/// than the bytes they save on a loopback or LAN hop, and the peer's decoder
-/// keeps its table empty. Full static matches (`:method: POST`,
-/// `:status: 200`) are still one byte.
 impl Encoder {
     /// Whether every block is encoded from the static table only.
     pub(crate) fn is_static_only(&self) -> bool {
@@ -314,6 +308,12 @@ fn encode_static_only_one(index: &Index, dst: &mut BytesMut) {
     }
 }
 
+/// FORK: what HAProxy's encoder does. A forwarding proxy re-encodes every
+/// header block it passes on. Hashing each header into a dynamic table
+/// (inserting, evicting) and Huffman-coding each literal cost more per call
+/// than the bytes they save on a loopback or LAN hop, and the peer's decoder
+/// keeps its table empty. Full static matches (`:method: POST`,
+/// `:status: 200`) are still one byte.
 fn encode_static_only<I>(headers: I, dst: &mut BytesMut)
 where
     I: IntoIterator<Item = Header<Option<HeaderName>>>,
