@@ -178,7 +178,11 @@ def http1(addr, method, path, body=b"", headers=None, timeout=10, tls=None):
     WebResult. The body is sent from a thread while the answer is read, so
     an answer given before the whole body was taken (a body over the limit)
     is still read, whatever happens to the rest of the upload. `tls`: an
-    ssl.SSLContext to speak TLS with, to the name `localhost`."""
+    ssl.SSLContext to speak TLS with, to the name `localhost`; the request
+    is then sent whole before the answer is read, from this thread: an
+    SSLSocket must not be read and written from two threads at once (the
+    OpenSSL object under it is shared, and a read racing a write can end
+    as a spurious EOF, "closed without response")."""
     host, port = addr.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=timeout)
     if tls is not None:
@@ -195,7 +199,10 @@ def http1(addr, method, path, body=b"", headers=None, timeout=10, tls=None):
                 pass  # the proxy answered and closed before taking it all
 
         sender = threading.Thread(target=send, daemon=True)
-        sender.start()
+        if tls is None:
+            sender.start()
+        else:
+            send()
         response = http.client.HTTPResponse(sock, method=method)
         response.begin()
         chunks = []
@@ -205,7 +212,8 @@ def http1(addr, method, path, body=b"", headers=None, timeout=10, tls=None):
                 break
             chunks.append(chunk)
         headers_out = {k.lower(): v for k, v in response.getheaders()}
-        sender.join(timeout)
+        if sender.is_alive():
+            sender.join(timeout)
         return WebResult(response.status, headers_out, chunks)
     finally:
         sock.close()
