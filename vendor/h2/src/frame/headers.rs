@@ -574,20 +574,33 @@ impl Continuation {
 // ===== impl Pseudo =====
 
 impl Pseudo {
-    /// FORK: the pseudo-header fields in the order `Iter` yields them, for
+    /// FORK: the pseudo-header fields, for
     /// `hpack::Encoder::encode_static_only_block`.
-    fn into_headers(self) -> impl Iterator<Item = hpack::Header> {
-        use crate::hpack::Header;
-        [
-            self.method.map(Header::Method),
-            self.scheme.map(Header::Scheme),
-            self.authority.map(Header::Authority),
-            self.path.map(Header::Path),
-            self.protocol.map(Header::Protocol),
-            self.status.map(Header::Status),
-        ]
-        .into_iter()
-        .flatten()
+    fn into_headers(mut self) -> impl Iterator<Item = hpack::Header> {
+        std::iter::from_fn(move || self.take_next())
+    }
+
+    /// FORK: the next pseudo-header field to encode, taken out: the one
+    /// place of their order, for both `into_headers` and `Iter`.
+    fn take_next<T>(&mut self) -> Option<hpack::Header<T>> {
+        use crate::hpack::Header::*;
+
+        if let Some(method) = self.method.take() {
+            return Some(Method(method));
+        }
+        if let Some(scheme) = self.scheme.take() {
+            return Some(Scheme(scheme));
+        }
+        if let Some(authority) = self.authority.take() {
+            return Some(Authority(authority));
+        }
+        if let Some(path) = self.path.take() {
+            return Some(Path(path));
+        }
+        if let Some(protocol) = self.protocol.take() {
+            return Some(Protocol(protocol));
+        }
+        self.status.take().map(Status)
     }
 
     pub fn request(method: Method, uri: Uri, protocol: Option<Protocol>) -> Self {
@@ -749,28 +762,8 @@ impl Iterator for Iter {
         use crate::hpack::Header::*;
 
         if let Some(ref mut pseudo) = self.pseudo {
-            if let Some(method) = pseudo.method.take() {
-                return Some(Method(method));
-            }
-
-            if let Some(scheme) = pseudo.scheme.take() {
-                return Some(Scheme(scheme));
-            }
-
-            if let Some(authority) = pseudo.authority.take() {
-                return Some(Authority(authority));
-            }
-
-            if let Some(path) = pseudo.path.take() {
-                return Some(Path(path));
-            }
-
-            if let Some(protocol) = pseudo.protocol.take() {
-                return Some(Protocol(protocol));
-            }
-
-            if let Some(status) = pseudo.status.take() {
-                return Some(Status(status));
+            if let Some(header) = pseudo.take_next() {
+                return Some(header);
             }
         }
 

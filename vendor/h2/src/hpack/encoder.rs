@@ -265,37 +265,30 @@ impl Encoder {
             encode_static_only_one(&Table::index_static_only(header), dst);
         }
         for (name, value) in fields {
-            let sensitive = value.is_sensitive();
-            match index_static_field(name, value) {
-                Some((idx, true)) => encode_int(idx, 7, 0x80, dst),
-                Some((idx, false)) => {
-                    encode_literal(Some(idx), &[], value.as_bytes(), sensitive, dst)
-                }
-                None => encode_literal(
-                    None,
-                    name.as_str().as_bytes(),
-                    value.as_bytes(),
-                    sensitive,
-                    dst,
-                ),
-            }
+            encode_static_entry(
+                index_static_field(name, value),
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+                value.is_sensitive(),
+                dst,
+            );
         }
     }
 }
 
-/// One header's static-table encoding: indexed, or a literal that is never
-/// indexed (its name indexed where the table has it).
+/// One header's static-table encoding, from the `Index` that
+/// `Table::index_static_only` gave it.
 fn encode_static_only_one(index: &Index, dst: &mut BytesMut) {
     match index {
         Index::Indexed(idx, _) => encode_int(*idx, 7, 0x80, dst),
-        Index::Name(idx, header) => encode_literal(
-            Some(*idx),
+        Index::Name(idx, header) => encode_static_entry(
+            Some((*idx, false)),
             &[],
             header.value_slice(),
             header.is_sensitive(),
             dst,
         ),
-        Index::NotIndexed(header) => encode_literal(
+        Index::NotIndexed(header) => encode_static_entry(
             None,
             header.name().as_slice(),
             header.value_slice(),
@@ -305,6 +298,25 @@ fn encode_static_only_one(index: &Index, dst: &mut BytesMut) {
         Index::Inserted(_) | Index::InsertedValue(..) => {
             unreachable!("the static table inserts nothing")
         }
+    }
+}
+
+/// FORK: a field's encoding from its static-table entry (index, and whether
+/// the value matched too): indexed, or a literal that is never indexed, its
+/// name indexed where the table has it. `name` is read only when the table
+/// does not have it.
+#[inline]
+fn encode_static_entry(
+    entry: Option<(usize, bool)>,
+    name: &[u8],
+    value: &[u8],
+    sensitive: bool,
+    dst: &mut BytesMut,
+) {
+    match entry {
+        Some((idx, true)) => encode_int(idx, 7, 0x80, dst),
+        Some((idx, false)) => encode_literal(Some(idx), &[], value, sensitive, dst),
+        None => encode_literal(None, name, value, sensitive, dst),
     }
 }
 
@@ -328,10 +340,14 @@ where
             }
             // Another value of the previous header's name.
             Err(value) => match last.as_ref() {
-                Some(Index::Indexed(idx, _) | Index::Name(idx, _)) => {
-                    encode_literal(Some(*idx), &[], value.as_ref(), value.is_sensitive(), dst)
-                }
-                Some(Index::NotIndexed(header)) => encode_literal(
+                Some(Index::Indexed(idx, _) | Index::Name(idx, _)) => encode_static_entry(
+                    Some((*idx, false)),
+                    &[],
+                    value.as_ref(),
+                    value.is_sensitive(),
+                    dst,
+                ),
+                Some(Index::NotIndexed(header)) => encode_static_entry(
                     None,
                     header.name().as_slice(),
                     value.as_ref(),
