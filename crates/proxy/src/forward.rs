@@ -1383,7 +1383,8 @@ struct PipeEnd {
 }
 
 enum Step {
-    Data(Bytes),
+    /// A chunk, its capacity already released, and whether it ends the stream.
+    Data(Bytes, bool),
     End,
     SrcError(h2::Error),
     DstGone(Option<Reason>),
@@ -1431,8 +1432,8 @@ async fn pipe(
                     }
                 }
             }
-            match src.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => Poll::Ready(Step::Data(data)),
+            match src.poll_data_released(cx) {
+                Poll::Ready(Some(Ok((data, end)))) => Poll::Ready(Step::Data(data, end)),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Step::SrcError(e)),
                 Poll::Ready(None) => Poll::Ready(Step::End),
                 Poll::Pending => match dst.poll_reset(cx) {
@@ -1444,13 +1445,10 @@ async fn pipe(
         })
         .await;
         match step {
-            Step::Data(data) => {
+            Step::Data(data, end) => {
                 first = false;
                 activity.mark();
-                let n = data.len();
-                let _ = src.flow_control().release_capacity(n);
-                bytes += n as u64;
-                let end = src.is_end_stream();
+                bytes += data.len() as u64;
                 if let Some(replay) = replay {
                     replay
                         .lock()
@@ -1553,7 +1551,8 @@ impl Drop for Charge<'_> {
 /// What the response pipe waits for.
 enum Wake {
     Room,
-    Data(Bytes),
+    /// A chunk, its capacity already released, and whether it ends the stream.
+    Data(Bytes, bool),
     Trailers(Option<HeaderMap>),
     SrcError(h2::Error),
     DstGone(Option<Reason>),
@@ -1655,8 +1654,10 @@ async fn pipe_response(
             }
             if read {
                 if !data_done {
-                    match src.poll_data(cx) {
-                        Poll::Ready(Some(Ok(data))) => return Poll::Ready(Wake::Data(data)),
+                    match src.poll_data_released(cx) {
+                        Poll::Ready(Some(Ok((data, end)))) => {
+                            return Poll::Ready(Wake::Data(data, end));
+                        }
                         Poll::Ready(Some(Err(e))) => return Poll::Ready(Wake::SrcError(e)),
                         Poll::Ready(None) => data_done = true,
                         Poll::Pending => {}
@@ -1679,12 +1680,11 @@ async fn pipe_response(
         .await;
         match wake {
             Wake::Room => {}
-            Wake::Data(data) => {
+            Wake::Data(data, end) => {
                 activity.mark();
                 let n = data.len();
-                let _ = src.flow_control().release_capacity(n);
                 bytes += n as u64;
-                if src.is_end_stream() {
+                if end {
                     ended = Some(None);
                     upstream_done(None);
                 }

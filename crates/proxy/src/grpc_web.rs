@@ -398,12 +398,9 @@ impl WebBody {
                     Poll::Ready(Err(e)) => (reset_trailers(&e), true),
                 }
             } else {
-                match self.recv.poll_data(cx) {
+                match self.recv.poll_data_released(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(data))) => {
-                        let _ = self.recv.flow_control().release_capacity(data.len());
-                        (data, false)
-                    }
+                    Poll::Ready(Some(Ok((data, _)))) => (data, false),
                     Poll::Ready(Some(Err(e))) => (reset_trailers(&e), true),
                     Poll::Ready(None) => {
                         self.data_done = true;

@@ -423,6 +423,18 @@ impl RecvStream {
         self.inner.inner.poll_data(cx).map_err(Into::into)
     }
 
+    /// FORK: [`poll_data`](Self::poll_data), with the chunk's capacity
+    /// released at once (as
+    /// [`FlowControl::release_capacity`] would) and whether the stream
+    /// ended with it (as [`is_end_stream`](Self::is_end_stream) would say
+    /// next), in one step: each of the three takes the connection's lock.
+    pub fn poll_data_released(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(Bytes, bool), crate::Error>>> {
+        self.inner.inner.poll_data_released(cx).map_err(Into::into)
+    }
+
     #[doc(hidden)]
     pub fn poll_trailers(
         &mut self,

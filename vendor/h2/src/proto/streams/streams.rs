@@ -1542,6 +1542,38 @@ impl OpaqueStreamRef {
             })
     }
 
+    /// FORK: `poll_data`, then the chunk's capacity released
+    /// (`release_capacity`) and whether the stream ended with it
+    /// (`is_end_stream`), under one lock instead of three: a forwarding
+    /// proxy does all three for every chunk it passes on.
+    pub fn poll_data_released(
+        &mut self,
+        cx: &Context,
+    ) -> Poll<Option<Result<(Bytes, bool), proto::Error>>> {
+        let mut me = self.inner.lock().unwrap();
+        let me = &mut *me;
+
+        let mut stream = me.store.resolve(self.key);
+
+        let data = match ready!(me.actions.recv.poll_data(cx, &mut stream)) {
+            Some(Ok(data)) => data,
+            Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+            None => return Poll::Ready(None),
+        };
+        if data.is_budgeted {
+            me.counts.release_data_frame(data.payload.len());
+        }
+        // It cannot fail: the chunk's bytes are still counted in flight,
+        // and one chunk is one DATA frame, within a window.
+        let _ = me.actions.recv.release_capacity(
+            data.payload.len() as WindowSize,
+            &mut stream,
+            &mut me.actions.task,
+        );
+        let end = me.actions.recv.is_end_stream(&stream);
+        Poll::Ready(Some(Ok((data.payload, end))))
+    }
+
     pub fn poll_trailers(&mut self, cx: &Context) -> Poll<Option<Result<HeaderMap, proto::Error>>> {
         let mut me = self.inner.lock().unwrap();
         let me = &mut *me;
