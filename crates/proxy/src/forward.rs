@@ -1599,11 +1599,8 @@ async fn pipe_response(
     loop {
         // Hand over what the client has room for.
         while let Some(front) = queue.front() {
-            if dst.capacity() == 0 {
-                dst.reserve_capacity(front.len());
-                if dst.capacity() == 0 {
-                    break;
-                }
+            if dst.capacity() == 0 && dst.reserve_capacity_then_capacity(front.len()) == 0 {
+                break;
             }
             let chunk = queue.pop_front().unwrap_or_default();
             charge.sub(chunk.len());
@@ -1688,23 +1685,20 @@ async fn pipe_response(
                     ended = Some(None);
                     upstream_done(None);
                 }
-                if queue.is_empty() {
-                    dst.reserve_capacity(n);
-                    if dst.capacity() > 0 {
-                        let end = ended.is_some();
-                        if end {
-                            ended = None;
-                        }
-                        dst.send_data(data, end)
-                            .map_err(|e| PipeError::Dst(e.reason()))?;
-                        if end {
-                            return Ok(PipeEnd {
-                                bytes,
-                                status: None,
-                            });
-                        }
-                        continue;
+                if queue.is_empty() && dst.reserve_capacity_then_capacity(n) > 0 {
+                    let end = ended.is_some();
+                    if end {
+                        ended = None;
                     }
+                    dst.send_data(data, end)
+                        .map_err(|e| PipeError::Dst(e.reason()))?;
+                    if end {
+                        return Ok(PipeEnd {
+                            bytes,
+                            status: None,
+                        });
+                    }
+                    continue;
                 }
                 charge.add(n);
                 queue.push_back(data);

@@ -287,6 +287,14 @@ impl<B: Buf> SendStream<B> {
         self.inner.reserve_capacity(capacity as WindowSize)
     }
 
+    /// FORK: [`reserve_capacity`](Self::reserve_capacity), then the
+    /// [`capacity`](Self::capacity) the stream has, in one step: each of the
+    /// two takes the connection's lock.
+    pub fn reserve_capacity_then_capacity(&mut self, capacity: usize) -> usize {
+        self.inner
+            .reserve_capacity_then_capacity(capacity as WindowSize) as usize
+    }
+
     /// Returns the stream's current send capacity.
     ///
     /// This allows the caller to check the current amount of available capacity

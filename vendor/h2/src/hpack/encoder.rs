@@ -265,9 +265,15 @@ impl Encoder {
             encode_static_only_one(&Table::index_static_only(header), dst);
         }
         for (name, value) in fields {
+            let entry = index_static_field(name, value);
+            // The name is written only when the table does not have it.
+            let literal_name = match entry {
+                Some(_) => &[][..],
+                None => name.as_str().as_bytes(),
+            };
             encode_static_entry(
-                index_static_field(name, value),
-                name.as_str().as_bytes(),
+                entry,
+                literal_name,
                 value.as_bytes(),
                 value.is_sensitive(),
                 dst,

@@ -1408,6 +1408,19 @@ impl<B> StreamRef<B> {
             .reserve_capacity(capacity, &mut stream, &mut me.counts)
     }
 
+    /// FORK: `reserve_capacity`, then `capacity`, under one lock.
+    pub fn reserve_capacity_then_capacity(&mut self, capacity: WindowSize) -> WindowSize {
+        let mut me = self.opaque.inner.lock().unwrap();
+        let me = &mut *me;
+
+        let mut stream = me.store.resolve(self.opaque.key);
+
+        me.actions
+            .send
+            .reserve_capacity(capacity, &mut stream, &mut me.counts);
+        me.actions.send.capacity(&mut stream)
+    }
+
     /// Returns the stream's current send capacity.
     pub fn capacity(&self) -> WindowSize {
         let mut me = self.opaque.inner.lock().unwrap();
