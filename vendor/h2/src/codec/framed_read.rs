@@ -449,6 +449,7 @@ where
                 // long as it lives; frames already split off keep their own
                 // bytes.
                 *self.inner.read_buffer_mut() = BytesMut::new();
+                self.decoder.hpack.release_buffer();
             }
             let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,

@@ -149,6 +149,9 @@ struct StringMarker {
     string: Option<Bytes>,
 }
 
+/// FORK: what the Huffman output buffer is taken with (upstream's size).
+const HUFFMAN_BUFFER: usize = 4096;
+
 // ===== impl Decoder =====
 
 impl Decoder {
@@ -158,7 +161,19 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // FORK: taken on the first Huffman-coded string, not with the
+            // connection: upstream gives every connection 4 KiB here, most
+            // of what an idle client connection cost.
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// FORK: gives the Huffman output buffer back (called while the peer is
+    /// quiet). Strings already decoded keep their own bytes; the next
+    /// Huffman-coded string takes a new buffer.
+    pub(crate) fn release_buffer(&mut self) {
+        if self.buffer.capacity() != 0 {
+            self.buffer = BytesMut::new();
         }
     }
 
@@ -335,6 +350,12 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                // FORK: the buffer is taken here, HUFFMAN_BUFFER at a time
+                // (upstream's size), and decoded strings are split off it.
+                let need = huffman::max_decoded_len(len);
+                if self.buffer.capacity() - self.buffer.len() < need {
+                    self.buffer.reserve(need.max(HUFFMAN_BUFFER));
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,

@@ -130,15 +130,19 @@ fn decode_code_slow(
 }
 
 // Decodes a Huffman encoded string into the provided buffer.
+/// FORK: the most bytes `len` Huffman-coded bytes decode to, plus the one
+/// the fast path may write beyond the last symbol: every code is at least
+/// 5 bits, so `len` input bytes can't decode to more than `len * 8 / 5`.
+pub fn max_decoded_len(len: usize) -> usize {
+    len * 8 / 5 + 1
+}
+
 pub fn decode(src: &[u8], buf: &mut BytesMut) -> Result<BytesMut, DecoderError> {
     let len = src.len();
     let base_len = buf.len();
 
-    // Reserve the worst case output size. Every code is at least 5 bits,
-    // so `len` input bytes can't decode to more than `len * 8 / 5` output
-    // bytes. One more byte covers the fast path always writing two bytes
-    // even when it decoded only one symbol.
-    buf.resize(base_len + len * 8 / 5 + 1, 0);
+    // Reserve the worst case output size (`max_decoded_len`).
+    buf.resize(base_len + max_decoded_len(len), 0);
     let dst = &mut buf[base_len..];
     let mut o = 0;
 
