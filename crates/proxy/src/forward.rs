@@ -1382,6 +1382,22 @@ struct PipeEnd {
     status: Option<u16>,
 }
 
+/// Sends one chunk of DATA on; the pipe's end (`bytes` passed in all) when
+/// it was the last of the stream.
+fn send_chunk(
+    dst: &mut SendStream<Bytes>,
+    data: Bytes,
+    end: bool,
+    bytes: u64,
+) -> Result<Option<PipeEnd>, PipeError> {
+    dst.send_data(data, end)
+        .map_err(|e| PipeError::Dst(e.reason()))?;
+    Ok(end.then_some(PipeEnd {
+        bytes,
+        status: None,
+    }))
+}
+
 enum Step {
     /// A chunk, its capacity already released, and whether it ends the stream.
     Data(Bytes, bool),
@@ -1455,13 +1471,8 @@ async fn pipe(
                         .unwrap_or_else(PoisonError::into_inner)
                         .data(&data, end);
                 }
-                dst.send_data(data, end)
-                    .map_err(|e| PipeError::Dst(e.reason()))?;
-                if end {
-                    return Ok(PipeEnd {
-                        bytes,
-                        status: None,
-                    });
+                if let Some(done) = send_chunk(dst, data, end, bytes)? {
+                    return Ok(done);
                 }
             }
             Step::End => {
@@ -1606,13 +1617,8 @@ async fn pipe_response(
             charge.sub(chunk.len());
             stall = None;
             let end = queue.is_empty() && matches!(ended, Some(None));
-            dst.send_data(chunk, end)
-                .map_err(|e| PipeError::Dst(e.reason()))?;
-            if end {
-                return Ok(PipeEnd {
-                    bytes,
-                    status: None,
-                });
+            if let Some(done) = send_chunk(dst, chunk, end, bytes)? {
+                return Ok(done);
             }
         }
         if queue.is_empty()
@@ -1690,13 +1696,8 @@ async fn pipe_response(
                     if end {
                         ended = None;
                     }
-                    dst.send_data(data, end)
-                        .map_err(|e| PipeError::Dst(e.reason()))?;
-                    if end {
-                        return Ok(PipeEnd {
-                            bytes,
-                            status: None,
-                        });
+                    if let Some(done) = send_chunk(dst, data, end, bytes)? {
+                        return Ok(done);
                     }
                     continue;
                 }
