@@ -427,3 +427,59 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
     while drivers.join_next().await.is_some() {}
     cluster.host_drained(&host);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(path: &str) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = format!("http://host{path}").parse().unwrap();
+        request
+    }
+
+    /// A call cancelled before its host connection wrote its HEADERS (a
+    /// client's HEADERS and RST_STREAM forwarded at once, or its connection
+    /// lost right after it called) opens no stream on the host at all: the
+    /// host's first stream is the next call. Written as HEADERS then
+    /// RST_STREAM, each would wait in an h2 server's accept queue as a stream
+    /// reset before it was accepted, and past 20 of those at once h2 closes
+    /// the whole connection with ENHANCE_YOUR_CALM.
+    #[tokio::test]
+    async fn a_call_cancelled_before_it_was_written_opens_no_host_stream() {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let host = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(far).await.unwrap();
+            let (request, mut respond) = conn.accept().await.unwrap().unwrap();
+            let opened = (
+                request.uri().path().to_owned(),
+                u32::from(respond.stream_id()),
+            );
+            respond
+                .send_response(http::Response::new(()), true)
+                .unwrap();
+            let next = conn
+                .accept()
+                .await
+                .map(|r| r.map(|(r, _)| r.uri().path().to_owned()));
+            (opened, next.and_then(Result::ok))
+        });
+        let (sender, connection) = client_builder().handshake::<_, Bytes>(near).await.unwrap();
+        // The connection's task has not run yet: this HEADERS is still queued
+        // when its call is dropped (each call has its own clone, as in
+        // `Forward::open`).
+        let mut cancelled = sender.clone();
+        drop(cancelled.send_request(call("/cancelled"), false).unwrap());
+        drop(cancelled);
+        let driver = tokio::spawn(connection);
+        let mut next = sender.ready().await.unwrap();
+        let (response, _) = next.send_request(call("/next"), true).unwrap();
+        assert_eq!(response.await.unwrap().status(), http::StatusCode::OK);
+        drop(next);
+        driver.await.unwrap().unwrap();
+        let (opened, after) = host.await.unwrap();
+        assert_eq!(opened, ("/next".to_owned(), 3), "the host's first stream");
+        assert_eq!(after, None, "and its only one");
+    }
+}

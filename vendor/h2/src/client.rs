@@ -1528,6 +1528,14 @@ impl Future for ResponseFuture {
 }
 
 impl ResponseFuture {
+    /// FORK: whether the request's HEADERS are still waiting to be written
+    /// (the stream waits for its turn, or for room under the server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`). A request dropped while this is
+    /// true is never written at all: the server does not hear of it.
+    pub fn is_pending_open(&self) -> bool {
+        self.inner.is_pending_open()
+    }
+
     /// Returns the stream ID of the response stream.
     ///
     /// # Panics

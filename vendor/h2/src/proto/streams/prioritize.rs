@@ -529,7 +529,7 @@ impl Prioritize {
                 return Ok(BufferStatus::CodecFull);
             }
 
-            if let Some(mut stream) = self.pop_pending_open(store, counts) {
+            if let Some(mut stream) = self.pop_pending_open(buffer, store, counts) {
                 self.pending_send.push_front(&mut stream);
                 self.try_assign_capacity(&mut stream);
             }
@@ -900,21 +900,44 @@ impl Prioritize {
         }
     }
 
-    fn pop_pending_open<'s>(
+    fn pop_pending_open<'s, B>(
         &mut self,
+        buffer: &mut Buffer<Frame<B>>,
         store: &'s mut Store,
         counts: &mut Counts,
     ) -> Option<store::Ptr<'s>> {
         tracing::trace!("schedule_pending_open");
         // check for any pending open streams
-        if counts.can_inc_num_send_streams() {
-            if let Some(mut stream) = self.pending_open.pop(store) {
-                tracing::trace!("schedule_pending_open; stream={:?}", stream.id);
+        while counts.can_inc_num_send_streams() {
+            let mut stream = self.pending_open.pop(store)?;
+            tracing::trace!("schedule_pending_open; stream={:?}", stream.id);
 
-                counts.inc_num_send_streams(&mut stream);
+            // FORK: a stream closed before its HEADERS were written (reset by
+            // its user, or by a connection error) is dropped here, frames and
+            // all, and never opened. The peer never hears of it: the next
+            // stream opened closes its id implicitly (RFC 9113 §5.1.1).
+            // Upstream sends the HEADERS and a RST_STREAM right behind them;
+            // a proxy that forwards its clients' early cancels that way makes
+            // a server count them as streams reset before it accepted them,
+            // and h2 servers close the whole connection (ENHANCE_YOUR_CALM)
+            // past 20 of those at once.
+            if stream.state.is_closed() {
+                self.clear_queue(buffer, &mut stream);
+                // A `SendRequest` waiting in `poll_ready` on this stream
+                // opening goes on, as it would once it opened.
                 stream.notify_send();
-                return Some(stream);
+                let is_pending_reset = stream.is_pending_reset_expiration();
+                if let Some(reason) = stream.state.get_scheduled_reset() {
+                    stream.set_reset(reason, Initiator::Library);
+                }
+                counts.transition_after(stream, is_pending_reset);
+                continue;
             }
+
+            counts.inc_num_send_streams(&mut stream);
+            stream.notify_send();
+            let key = stream.key();
+            return Some(store.resolve(key));
         }
 
         None

@@ -263,6 +263,10 @@ impl Send {
         // on idle streams and §6.4 says RST_STREAM on idle is a PROTOCOL_ERROR.
         // Keep the queued HEADERS so the stream opens, then send the reset
         // immediately after.
+        //
+        // FORK: a stream still waiting to open is not opened at all: when it
+        // leaves `pending_open`, `Prioritize::pop_pending_open` drops its
+        // HEADERS and this reset together, so neither is written.
         if !stream.is_pending_open {
             // Otherwise, drop any buffered DATA/HEADERS and only send the
             // reset.

@@ -1483,6 +1483,14 @@ impl OpaqueStreamRef {
             key: stream.key(),
         }
     }
+
+    /// FORK: whether this client stream's HEADERS are still waiting to be
+    /// written (see `ResponseFuture::is_pending_open`).
+    pub fn is_pending_open(&self) -> bool {
+        let me = self.inner.lock().unwrap();
+        me.store[self.key].is_pending_open
+    }
+
     /// Called by a client to check for a received response.
     pub fn poll_response(&mut self, cx: &Context) -> Poll<Result<Response<()>, proto::Error>> {
         let mut me = self.inner.lock().unwrap();
