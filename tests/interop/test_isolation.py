@@ -254,6 +254,36 @@ class IsolationInterop(unittest.TestCase):
                 failed.append(f"{e.code().name}: {e.details()}")
         return failed
 
+    def steady_client(self, proxy):
+        """A grpcio client calling Echo 100 times a second (1 s deadline
+        each) in a thread, until the returned function is called; its tally,
+        {"ok": calls answered, "failed": [reasons]}, and that function."""
+        stub = echo_pb2_grpc.EchoServiceStub(self.channel(proxy))
+        tally = {"ok": 0, "failed": []}
+        stop = threading.Event()
+
+        def steady():
+            due = time.monotonic()
+            while not stop.is_set():
+                try:
+                    stub.Echo(echo_pb2.EchoRequest(message="steady"), timeout=1)
+                    tally["ok"] += 1
+                except grpc.RpcError as e:
+                    tally["failed"].append(f"{e.code().name}: {e.details()}")
+                due += 0.01
+                stop.wait(max(0.0, due - time.monotonic()))
+
+        thread = threading.Thread(target=steady, daemon=True)
+        thread.start()
+
+        def stop_steady():
+            stop.set()
+            thread.join()
+
+        self.addCleanup(stop_steady)
+        eventually("the steady client calls", 5, lambda: tally["ok"] >= 10)
+        return tally, stop_steady
+
     def test_a_client_that_never_reads_holds_no_slot_of_the_cluster(self):
         """Twice max_requests calls whose client never opens its window are
         answered and give their cluster slots back while they still wait: a
@@ -409,27 +439,7 @@ clusters:
             lambda: all(proxy.clusters().get((h, "cx_total")) == "1" for h in hosts),
         )
 
-        # The steady client: 100 calls a second, 1 s deadline each.
-        stub = echo_pb2_grpc.EchoServiceStub(self.channel(proxy))
-        tally = {"ok": 0, "failed": []}
-        stop = threading.Event()
-
-        def steady():
-            due = time.monotonic()
-            while not stop.is_set():
-                try:
-                    stub.Echo(echo_pb2.EchoRequest(message="steady"), timeout=1)
-                    tally["ok"] += 1
-                except grpc.RpcError as e:
-                    tally["failed"].append(f"{e.code().name}: {e.details()}")
-                due += 0.01
-                stop.wait(max(0.0, due - time.monotonic()))
-
-        thread = threading.Thread(target=steady, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join)
-        self.addCleanup(stop.set)
-        eventually("the steady client calls", 5, lambda: tally["ok"] >= 10)
+        tally, stop_steady = self.steady_client(proxy)
 
         # Two HEADERS + RST_STREAM pairs per write, 5 ms apart, for 5 s; a new
         # connection each time the proxy closes one.
@@ -457,8 +467,7 @@ clusters:
                 client.wait_for("the abusive connection closed", lambda c=client: c.eof, timeout=5)
             goaways.append(client.goaway())
             client.close()
-        stop.set()
-        thread.join()
+        stop_steady()
 
         clusters = proxy.clusters()
         cx_total = {h: clusters.get((h, "cx_total")) for h in hosts}
@@ -483,6 +492,91 @@ clusters:
         self.assertIn(ErrorCodes.ENHANCE_YOUR_CALM, goaways)
         self.assertLessEqual(set(goaways), {ErrorCodes.ENHANCE_YOUR_CALM, None}, goaways)
         self.assertEqual(ErrorCodes.ENHANCE_YOUR_CALM, 0xB)
+
+    def test_calls_cancelled_before_their_host_answered_cost_no_host_connection(self):
+        """200 calls from 40 clients reach a host that is stopped for a moment
+        (SIGSTOP), and their clients reset them all before it runs again. An
+        h2 server (our backend is tonic) that reads more than 20 resets of
+        streams it has not accepted yet closes the connection with
+        GOAWAY(ENHANCE_YOUR_CALM), and with it every other client's calls on
+        it: forwarded at once, these resets would do that. The proxy holds
+        them until the host answers: its connection stays up, no reset limit
+        is logged, and calls go on."""
+        backend = self.start_backends(1)[0]
+        # No keepalive on the host connection: a stopped host would otherwise
+        # be disconnected after 1.5 s, on a slow machine before the test thaws it.
+        proxy = self.proxy_with_config(
+            f"""\
+admin: 127.0.0.1:0
+access_log: false
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    mode: l7
+    cluster: backend
+clusters:
+  - name: backend
+    upstreams: [{backend.addr}]
+    keepalive_interval: off
+"""
+        )
+        eventually(
+            "the host connected",
+            5,
+            lambda: proxy.clusters().get((backend.addr, "cx_total")) == "1",
+        )
+        self.assertEqual(self.steady_calls(self.channel(proxy), 5), [])
+        sent_before = proxy.stat("cluster.backend.upstream_rq_total")
+
+        def thaw():
+            if backend.proc.poll() is None:
+                os.kill(backend.proc.pid, signal.SIGCONT)
+
+        self.addCleanup(thaw)  # runs before the backend is stopped
+        os.kill(backend.proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        clients = [self.raw_client(proxy.addr) for _ in range(40)]
+        opened = {c: [c.open_echo(echo_pb2.EchoRequest(message="x")) for _ in range(5)] for c in clients}
+        eventually(
+            "the proxy sent all 200 calls to the host",
+            5,
+            lambda: proxy.stat("cluster.backend.upstream_rq_total") - sent_before == 200,
+            interval=0.005,
+        )
+        for client, streams in opened.items():
+            for stream in streams:
+                client.conn.reset_stream(stream, ErrorCodes.CANCEL)
+            client.flush()
+        eventually(
+            "the proxy saw the 200 resets",
+            5,
+            lambda: proxy.stat("http.ingress.downstream_rq_rx_reset") == 200,
+            interval=0.005,
+        )
+        held = proxy.stat("cluster.backend.upstream_rq_cancel_held")
+        stopped_for = time.monotonic() - stopped
+        thaw()
+        eventually(
+            "the held cancels released",
+            5,
+            lambda: proxy.stat("cluster.backend.upstream_rq_cancel_held") == 0,
+        )
+        failed = self.steady_calls(self.channel(proxy), 20)
+        cx_total = proxy.clusters().get((backend.addr, "cx_total"))
+        calm = [line for line in backend.lines if "reached limit" in line]
+        goaways = [c.goaway() for c in clients]
+        print(
+            f"\ncancelled before the host answered: 200 calls of 40 clients, host stopped "
+            f"{stopped_for * 1000:.0f} ms; held by the proxy {held}; host cx_total {cx_total}; "
+            f"backend lines about its reset limit {len(calm)}; calls after it "
+            f"{20 - len(failed)} of 20 OK"
+        )
+        self.assertEqual(held, 200, "every cancel held while the host was stopped")
+        self.assertEqual(calm, [])
+        self.assertEqual(cx_total, "1", "the host connection was closed")
+        self.assertEqual(failed, [])
+        # The clients themselves were not treated as rapid-reset ones.
+        self.assertEqual(goaways, [None] * 40)
 
     def test_a_frozen_backend_costs_at_most_one_call_in_a_hundred(self):
         """The shipped compose/front-proxy.yaml over 3 backend processes:

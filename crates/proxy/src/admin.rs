@@ -387,6 +387,18 @@ fn samples(state: &AdminState) -> Vec<Sample> {
                 s.upstream_rq_pending_active.get(),
             ),
             (
+                "upstream_rq_cancel_held",
+                false,
+                "Host streams of calls that ended before their host answered, kept open until it does (at most 1 s)",
+                s.upstream_rq_cancel_held.get(),
+            ),
+            (
+                "upstream_rq_cancel_unsent",
+                true,
+                "Calls that ended before their HEADERS were written to the host: never sent",
+                s.upstream_rq_cancel_unsent.get(),
+            ),
+            (
                 "upstream_rq_pending_overflow",
                 true,
                 "Calls refused by the max_requests or max_pending_requests circuit breakers",

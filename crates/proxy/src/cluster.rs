@@ -225,6 +225,12 @@ pub struct ClusterStats {
     pub upstream_rq_retry_overflow: Stat,
     pub upstream_rq_retry_limit_exceeded: Stat,
     pub upstream_rq_retry_active: Stat,
+    /// Host streams of calls that ended before their host answered, kept
+    /// open until it does (or for 1 s) before they are reset.
+    pub upstream_rq_cancel_held: Stat,
+    /// Calls that ended before their HEADERS were written to the host: the
+    /// host never heard of them.
+    pub upstream_rq_cancel_unsent: Stat,
     pub health_check_attempt: Stat,
     pub health_check_success: Stat,
     pub health_check_failure: Stat,

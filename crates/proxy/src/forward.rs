@@ -1032,12 +1032,15 @@ impl Call<'_> {
             cut: self.cut,
         };
         let mut bytes_received = 0;
+        // Taken by `respond` once the host answers; still here if the call
+        // ended first.
+        let mut response = Some(response);
         let attempt = {
             let mut request_pipe = pin!(pipe(body, &mut send, Some(replay), activity, true));
             let mut request_done = client_done;
             let mut response_side = pin!(respond(
                 &mut self.respond,
-                response,
+                &mut response,
                 self.grpc,
                 &timers,
                 gate,
@@ -1070,8 +1073,52 @@ impl Call<'_> {
             }
         };
         self.record.bytes_received = self.record.bytes_received.max(bytes_received);
+        if let Some(unanswered) = response {
+            drop(send);
+            cancel_unanswered(self.cluster, unanswered);
+        }
         attempt
     }
+}
+
+/// How long the host's stream of a call that ended before the host answered
+/// it is kept open, at most, before it is reset.
+const UNANSWERED_CANCEL_HOLD: Duration = Duration::from_secs(1);
+
+/// Cancels the host's stream of a call that ended before the host answered
+/// (its client reset or left, its deadline passed), without making the host
+/// close the connection every client's calls share.
+///
+/// An h2 server (tonic, hyper) counts the streams reset before it accepted
+/// them, and past 20 at once it closes the whole connection with
+/// GOAWAY(ENHANCE_YOUR_CALM). Forwarded at once, one client that drops a
+/// batch of calls it just made, or a host that stalls for a moment while
+/// clients give up, is enough. So:
+/// - a stream whose HEADERS are not written yet is dropped, and our h2 fork
+///   never writes it (`upstream_rq_cancel_unsent`);
+/// - any other is reset once the host has answered it (so it had accepted
+///   it), or after [`UNANSWERED_CANCEL_HOLD`]. At most `max_requests` are
+///   held like this per cluster (`upstream_rq_cancel_held`); past that they
+///   are reset at once. Their `max_requests` slots are already given back.
+fn cancel_unanswered(cluster: &Arc<Cluster>, response: h2::client::ResponseFuture) {
+    let stats = &cluster.stats;
+    if response.is_pending_open() {
+        stats.upstream_rq_cancel_unsent.inc();
+        return;
+    }
+    if !stats
+        .upstream_rq_cancel_held
+        .inc_below(cluster.config.circuit_breakers.max_requests)
+    {
+        return;
+    }
+    let cluster = Arc::clone(cluster);
+    tokio::spawn(async move {
+        // The answer, if it comes, is dropped with the stream: RST_STREAM
+        // (CANCEL) unless it had already ended.
+        let _ = tokio::time::timeout(UNANSWERED_CANCEL_HOLD, response).await;
+        cluster.stats.upstream_rq_cancel_held.dec();
+    });
 }
 
 /// When a frame last passed, in either direction (for `idle_timeout`).
@@ -1154,7 +1201,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Returns [`Attempt::Retry`] only before anything was forwarded.
 async fn respond(
     respond: &mut SendResponse<Bytes>,
-    mut response: h2::client::ResponseFuture,
+    response: &mut Option<h2::client::ResponseFuture>,
     grpc: bool,
     timers: &Timers<'_>,
     gate: &RetryGate<'_>,
@@ -1165,7 +1212,10 @@ async fn respond(
     let sent_at = Instant::now();
     // Wait for the head, watching for the client giving up meanwhile.
     let head = poll_fn(|cx| {
-        if let Poll::Ready(r) = std::pin::Pin::new(&mut response).poll(cx) {
+        if let Some(pending) = response.as_mut()
+            && let Poll::Ready(r) = std::pin::Pin::new(pending).poll(cx)
+        {
+            *response = None;
             return Poll::Ready(Ok(r));
         }
         if let Poll::Ready(r) = respond.poll_reset(cx) {
