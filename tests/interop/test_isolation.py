@@ -232,6 +232,25 @@ class IsolationInterop(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         return self.start_proxy(["--config", path])
 
+    def proxy_with_cluster(self, backends, setting):
+        """A proxy whose one L7 listener sends to one cluster of `backends`,
+        with the cluster key `setting` (one line of YAML)."""
+        return self.proxy_with_config(
+            f"""\
+admin: 127.0.0.1:0
+access_log: false
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    mode: l7
+    cluster: backend
+clusters:
+  - name: backend
+    upstreams: [{", ".join(b.addr for b in backends)}]
+    {setting}
+"""
+        )
+
     def raw_client(self, addr, window=65535):
         client = RawClient(addr, window)
         self.addCleanup(client.close)
@@ -289,21 +308,7 @@ class IsolationInterop(unittest.TestCase):
         answered and give their cluster slots back while they still wait: a
         well-behaved client loses none of 200 calls to `upstream overflow`."""
         backends = self.start_backends(2)
-        proxy = self.proxy_with_config(
-            f"""\
-admin: 127.0.0.1:0
-access_log: false
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    mode: l7
-    cluster: backend
-clusters:
-  - name: backend
-    upstreams: [{", ".join(b.addr for b in backends)}]
-    circuit_breakers: {{max_requests: 64}}
-"""
-        )
+        proxy = self.proxy_with_cluster(backends, "circuit_breakers: {max_requests: 64}")
         # Two connections whose windows stay shut, 64 calls each. One batch
         # fills max_requests, so the second is answered (not refused with
         # `upstream overflow`) only if the first, answered but unread, has
@@ -505,21 +510,7 @@ clusters:
         backend = self.start_backends(1)[0]
         # No keepalive on the host connection: a stopped host would otherwise
         # be disconnected after 1.5 s, on a slow machine before the test thaws it.
-        proxy = self.proxy_with_config(
-            f"""\
-admin: 127.0.0.1:0
-access_log: false
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    mode: l7
-    cluster: backend
-clusters:
-  - name: backend
-    upstreams: [{backend.addr}]
-    keepalive_interval: off
-"""
-        )
+        proxy = self.proxy_with_cluster([backend], "keepalive_interval: off")
         eventually(
             "the host connected",
             5,
