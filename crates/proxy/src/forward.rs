@@ -963,8 +963,17 @@ impl Call<'_> {
                     continue;
                 }
             };
-            let request = self.upstream_request(parts);
-            match sender.send_request(request, headers_only) {
+            let grpc_timeout = self.grpc_timeout();
+            let timeout_name = grpc::header::GRPC_TIMEOUT;
+            // Our h2 fork encodes the request from `parts` in place: no
+            // `HeaderMap` cloned per attempt.
+            match sender.send_request_encoded(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                grpc_timeout.as_ref().map(|value| (&timeout_name, value)),
+                headers_only,
+            ) {
                 Ok((response, send)) => {
                     return Ok(Opened {
                         guard: host.start_request(),
@@ -981,23 +990,14 @@ impl Call<'_> {
         Err(last.map_or(OpenError::NoHost, OpenError::Unreachable))
     }
 
-    /// The request as sent upstream: the client's, with `grpc-timeout` set to
-    /// the time left before the deadline.
-    fn upstream_request(&self, parts: &Parts) -> Request<()> {
-        let mut request = Request::new(());
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.headers_mut() = parts.headers.clone();
-        if let Some(deadline) = self.deadline.filter(|_| self.grpc) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(mut value) = HeaderValue::from_str(&common::format_grpc_timeout(left)) {
-                once_per_call(&mut value);
-                request
-                    .headers_mut()
-                    .insert(grpc::header::GRPC_TIMEOUT, value);
-            }
-        }
-        request
+    /// The `grpc-timeout` sent upstream in place of the client's: the time
+    /// left before the deadline (gRPC calls with a deadline only).
+    fn grpc_timeout(&self) -> Option<HeaderValue> {
+        let deadline = self.deadline.filter(|_| self.grpc)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut value = HeaderValue::from_str(&common::format_grpc_timeout(left)).ok()?;
+        once_per_call(&mut value);
+        Some(value)
     }
 
     /// Answers the call locally (no host answered).
@@ -1073,7 +1073,9 @@ impl Call<'_> {
             }
         };
         self.record.bytes_received = self.record.bytes_received.max(bytes_received);
-        if let Some(unanswered) = response {
+        // Past the drain deadline the proxy is closing every connection: no
+        // point in holding a stream open.
+        if let Some(unanswered) = response.filter(|_| !self.cut.is_cancelled()) {
             drop(send);
             cancel_unanswered(self.cluster, unanswered);
         }

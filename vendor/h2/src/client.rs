@@ -175,6 +175,10 @@ use tracing::Instrument;
 pub struct SendRequest<B: Buf> {
     inner: proto::Streams<B, Peer>,
     pending: Option<proto::OpaqueStreamRef>,
+    /// FORK: the connection encodes header blocks from the static table only
+    /// (`Builder::hpack_static_only`), so `send_request_encoded` may encode
+    /// a request's block when it is sent.
+    static_only: bool,
 }
 
 /// Returns a `SendRequest` instance once it is ready to send at least one
@@ -525,22 +529,83 @@ where
         self.inner
             .send_request(request, end_of_stream, self.pending.as_ref())
             .map_err(Into::into)
-            .map(|(stream, is_full)| {
-                if stream.is_pending_open() && is_full {
-                    // Only prevent sending another request when the request queue
-                    // is not full.
-                    self.pending = Some(stream.clone_to_opaque());
-                }
+            .map(|(stream, is_full)| self.opened(stream, is_full))
+    }
 
-                let response = ResponseFuture {
-                    inner: stream.clone_to_opaque(),
-                    push_promise_consumed: false,
-                };
+    /// FORK: `send_request` for a request given by borrowed parts, its header
+    /// block encoded now, with `extra` replacing any field of its name
+    /// (`headers` stays the caller's, to send again on another connection).
+    ///
+    /// On a connection built with `Builder::hpack_static_only`, the block is
+    /// encoded from the static table only, straight from `uri` and `headers`:
+    /// no `Request` is built, nothing is cloned, and `:path` and `:authority`
+    /// are not copied into `Bytes` of their own. On any other connection, and
+    /// for CONNECT or a URI without a scheme and an authority, this builds
+    /// the `Request` (cloning the parts) and calls `send_request`. The same
+    /// fields are refused either way.
+    pub fn send_request_encoded(
+        &mut self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        extra: Option<(&http::header::HeaderName, &http::HeaderValue)>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, SendStream<B>), crate::Error> {
+        let (Some(scheme), Some(authority), true, false) = (
+            uri.scheme_str(),
+            uri.authority(),
+            self.static_only,
+            method == Method::CONNECT,
+        ) else {
+            let mut request = Request::new(());
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            if let Some((name, value)) = extra {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+            return self.send_request(request, end_of_stream);
+        };
+        // As `Pseudo::request` makes it.
+        let path = match uri.path_and_query().map(uri::PathAndQuery::as_str) {
+            Some(path) if !path.is_empty() => path,
+            _ if method == Method::OPTIONS => "*",
+            _ => "/",
+        };
+        self.inner
+            .send_request_encoded(
+                method,
+                scheme,
+                authority.as_str(),
+                path,
+                headers,
+                extra,
+                end_of_stream,
+                self.pending.as_ref(),
+            )
+            .map_err(Into::into)
+            .map(|(stream, is_full)| self.opened(stream, is_full))
+    }
 
-                let stream = SendStream::new(stream);
+    fn opened(
+        &mut self,
+        stream: proto::StreamRef<B>,
+        is_full: bool,
+    ) -> (ResponseFuture, SendStream<B>) {
+        if stream.is_pending_open() && is_full {
+            // Only prevent sending another request when the request queue
+            // is not full.
+            self.pending = Some(stream.clone_to_opaque());
+        }
 
-                (response, stream)
-            })
+        let response = ResponseFuture {
+            inner: stream.clone_to_opaque(),
+            push_promise_consumed: false,
+        };
+
+        let stream = SendStream::new(stream);
+
+        (response, stream)
     }
 
     /// Returns whether the [extended CONNECT protocol][1] is enabled or not.
@@ -584,6 +649,7 @@ where
         SendRequest {
             inner: self.inner.clone(),
             pending: None,
+            static_only: self.static_only,
         }
     }
 }
@@ -1386,6 +1452,7 @@ where
         let send_request = SendRequest {
             inner: inner.streams().clone(),
             pending: None,
+            static_only: builder.hpack_static_only,
         };
 
         let mut connection = Connection { inner };

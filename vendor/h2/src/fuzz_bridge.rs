@@ -6,7 +6,7 @@
 pub mod fuzz_logic {
     use crate::hpack;
     use bytes::BytesMut;
-    use http::header::{HeaderMap, HeaderName};
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
     use std::io::Cursor;
     use std::ops::ControlFlow;
 
@@ -91,8 +91,58 @@ pub mod fuzz_logic {
             value: value.clone(),
         }));
         let mut block = BytesMut::new();
-        lean.encode_static_only_block(pseudo, &map, &mut block);
+        lean.encode_static_only_block(pseudo.clone(), &map, &mut block);
         assert_eq!(decode_all(&block), expected, "static-only block encoding");
+
+        // A request's block encoded from borrowed parts
+        // (`SendRequest::send_request_encoded`), a `grpc-timeout` replacing
+        // any the block had.
+        let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+        for header in &pseudo {
+            match header {
+                hpack::Header::Method(v) => method = method.or(Some(v.clone())),
+                hpack::Header::Scheme(v) => scheme = scheme.or(Some(v.clone())),
+                hpack::Header::Authority(v) => authority = authority.or(Some(v.clone())),
+                hpack::Header::Path(v) => path = path.or(Some(v.clone())),
+                _ => {}
+            }
+        }
+        if let (Some(method), Some(scheme), Some(authority), Some(path)) =
+            (method, scheme, authority, path)
+        {
+            let name = HeaderName::from_static("grpc-timeout");
+            let value = HeaderValue::from_static("1S");
+            let mut block = BytesMut::new();
+            hpack::encode_static_only_request(
+                &method,
+                &scheme,
+                &authority,
+                &path,
+                &map,
+                Some((&name, &value)),
+                &mut block,
+            );
+            let mut expected = vec![
+                hpack::Header::Method(method),
+                hpack::Header::Scheme(scheme),
+                hpack::Header::Authority(authority),
+                hpack::Header::Path(path),
+            ];
+            expected.extend(
+                map.iter()
+                    .filter(|(n, _)| **n != name)
+                    .map(|(name, value)| hpack::Header::Field {
+                        name: name.clone(),
+                        value: value.clone(),
+                    }),
+            );
+            expected.push(hpack::Header::Field { name, value });
+            assert_eq!(
+                decode_all(&block),
+                expected,
+                "request block from borrowed parts"
+            );
+        }
     }
 
     /// Encodes as `frame::headers` hands headers to the encoder: a field

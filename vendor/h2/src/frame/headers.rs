@@ -110,6 +110,10 @@ struct HeaderBlock {
     /// Pseudo headers, these are broken out as they must be sent as part of the
     /// headers frame.
     pseudo: Pseudo,
+
+    /// FORK: the block already encoded (`Headers::pre_encoded`); `fields` and
+    /// `pseudo` are empty then.
+    pre_encoded: Option<BytesMut>,
 }
 
 #[derive(Debug)]
@@ -136,6 +140,25 @@ impl Headers {
                 fields,
                 is_over_size: false,
                 pseudo,
+                pre_encoded: None,
+            }),
+            flags: HeadersFlag::default(),
+        }
+    }
+
+    /// FORK: a request's HEADERS frame whose header block was encoded when it
+    /// was sent (`SendRequest::send_request_encoded`, on a connection that
+    /// encodes from the static table only: no encoder state is involved).
+    pub fn pre_encoded(stream_id: StreamId, block: BytesMut) -> Self {
+        Headers {
+            stream_id,
+            stream_dep: None,
+            header_block: Box::new(HeaderBlock {
+                fields: HeaderMap::new(),
+                field_size: 0,
+                is_over_size: false,
+                pseudo: Pseudo::default(),
+                pre_encoded: Some(block),
             }),
             flags: HeadersFlag::default(),
         }
@@ -153,6 +176,7 @@ impl Headers {
                 fields,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
+                pre_encoded: None,
             }),
             flags,
         }
@@ -218,6 +242,7 @@ impl Headers {
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
+                pre_encoded: None,
             }),
             flags,
         };
@@ -381,6 +406,7 @@ impl PushPromise {
                 fields,
                 is_over_size: false,
                 pseudo,
+                pre_encoded: None,
             }),
             promised_id,
             stream_id,
@@ -472,6 +498,7 @@ impl PushPromise {
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
+                pre_encoded: None,
             }),
             promised_id,
             stream_id: head.stream_id(),
@@ -1017,6 +1044,13 @@ impl HeaderBlock {
     fn into_encoding(self, encoder: &mut hpack::Encoder) -> EncodingHeaderBlock {
         let mut hpack = encoder.take_scratch();
         hpack.clear();
+        if let Some(block) = self.pre_encoded {
+            // FORK: encoded when it was sent; only the size updates owed go
+            // in front of it.
+            encoder.encode_pending_size_updates(&mut hpack);
+            hpack.extend_from_slice(&block);
+            return EncodingHeaderBlock { hpack };
+        }
         if encoder.is_static_only() {
             // FORK: the fields are read in place (`encode_static_only_block`).
             encoder.encode_static_only_block(self.pseudo.into_headers(), &self.fields, &mut hpack);

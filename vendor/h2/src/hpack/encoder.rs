@@ -1,8 +1,12 @@
-use super::table::{index_static_field, Index, Table};
+use super::table::{
+    index_static_field, index_static_method, index_static_path, index_static_scheme, Index, Table,
+    STATIC_AUTHORITY,
+};
 use super::{huffman, Header};
 
 use bytes::{BufMut, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
 
 const DEFAULT_MAX_ALLOWED_SIZE: usize = 4 * 1024;
 
@@ -265,21 +269,96 @@ impl Encoder {
             encode_static_only_one(&Table::index_static_only(header), dst);
         }
         for (name, value) in fields {
-            let entry = index_static_field(name, value);
-            // The name is written only when the table does not have it.
-            let literal_name = match entry {
-                Some(_) => &[][..],
-                None => name.as_str().as_bytes(),
-            };
-            encode_static_entry(
-                entry,
-                literal_name,
-                value.as_bytes(),
-                value.is_sensitive(),
-                dst,
-            );
+            encode_static_field(name, value, dst);
         }
     }
+
+    /// FORK: the dynamic table size updates owed to the peer, if any: a
+    /// block encoded ahead (`encode_static_only_request`) is written behind
+    /// them.
+    pub(crate) fn encode_pending_size_updates(&mut self, dst: &mut BytesMut) {
+        self.encode_size_updates(dst);
+    }
+}
+
+/// FORK: a request's header block, static table only, from borrowed parts
+/// (`SendRequest::send_request_encoded`): the bytes `encode_static_only_block`
+/// writes for the request they would make, `extra` replacing any field of its
+/// name, less the dynamic table size updates, which are written in front of
+/// it with its frame. Nothing is copied out of the caller's URI or map first
+/// (upstream h2 copies `:path` and `:authority` into `Bytes` of their own).
+pub(crate) fn encode_static_only_request(
+    method: &Method,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    fields: &HeaderMap,
+    extra: Option<(&HeaderName, &HeaderValue)>,
+    dst: &mut BytesMut,
+) {
+    // The order of `Pseudo::take_next`.
+    let method_entry = index_static_method(method);
+    encode_static_entry(
+        Some(method_entry),
+        &[],
+        method.as_str().as_bytes(),
+        false,
+        dst,
+    );
+    encode_static_entry(
+        Some(index_static_scheme(scheme)),
+        &[],
+        scheme.as_bytes(),
+        false,
+        dst,
+    );
+    encode_static_entry(
+        Some(STATIC_AUTHORITY),
+        &[],
+        authority.as_bytes(),
+        false,
+        dst,
+    );
+    encode_static_entry(
+        Some(index_static_path(path)),
+        &[],
+        path.as_bytes(),
+        false,
+        dst,
+    );
+    match extra {
+        None => {
+            for (name, value) in fields {
+                encode_static_field(name, value, dst);
+            }
+        }
+        Some((replacing, extra_value)) => {
+            for (name, value) in fields {
+                if name != replacing {
+                    encode_static_field(name, value, dst);
+                }
+            }
+            encode_static_field(replacing, extra_value, dst);
+        }
+    }
+}
+
+/// FORK: one regular field, static table only.
+#[inline]
+fn encode_static_field(name: &HeaderName, value: &HeaderValue, dst: &mut BytesMut) {
+    let entry = index_static_field(name, value);
+    // The name is written only when the table does not have it.
+    let literal_name = match entry {
+        Some(_) => &[][..],
+        None => name.as_str().as_bytes(),
+    };
+    encode_static_entry(
+        entry,
+        literal_name,
+        value.as_bytes(),
+        value.is_sensitive(),
+        dst,
+    );
 }
 
 /// One header's static-table encoding, from the `Index` that

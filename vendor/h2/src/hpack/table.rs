@@ -683,22 +683,10 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             ref name,
             ref value,
         } => index_static_field(name, value),
-        Header::Authority(_) => Some((1, false)),
-        Header::Method(ref v) => match *v {
-            Method::GET => Some((2, true)),
-            Method::POST => Some((3, true)),
-            _ => Some((2, false)),
-        },
-        Header::Scheme(ref v) => match &**v {
-            "http" => Some((6, true)),
-            "https" => Some((7, true)),
-            _ => Some((6, false)),
-        },
-        Header::Path(ref v) => match &**v {
-            "/" => Some((4, true)),
-            "/index.html" => Some((5, true)),
-            _ => Some((4, false)),
-        },
+        Header::Authority(_) => Some(STATIC_AUTHORITY),
+        Header::Method(ref v) => Some(index_static_method(v)),
+        Header::Scheme(ref v) => Some(index_static_scheme(v)),
+        Header::Path(ref v) => Some(index_static_path(v)),
         Header::Protocol(..) => None,
         Header::Status(ref v) => match u16::from(*v) {
             200 => Some((8, true)),
@@ -710,6 +698,35 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             500 => Some((14, true)),
             _ => Some((8, false)),
         },
+    }
+}
+
+/// FORK: the static table's entries for the request pseudo-header fields
+/// (index, and whether the value matched too), split out of `index_static`
+/// for `encode_static_only_request`, which has them as borrowed strings.
+pub(crate) const STATIC_AUTHORITY: (usize, bool) = (1, false);
+
+pub(crate) fn index_static_method(method: &Method) -> (usize, bool) {
+    match *method {
+        Method::GET => (2, true),
+        Method::POST => (3, true),
+        _ => (2, false),
+    }
+}
+
+pub(crate) fn index_static_scheme(scheme: &str) -> (usize, bool) {
+    match scheme {
+        "http" => (6, true),
+        "https" => (7, true),
+        _ => (6, false),
+    }
+}
+
+pub(crate) fn index_static_path(path: &str) -> (usize, bool) {
+    match path {
+        "/" => (4, true),
+        "/index.html" => (5, true),
+        _ => (4, false),
     }
 }
 

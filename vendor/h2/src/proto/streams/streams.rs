@@ -268,13 +268,57 @@ where
         end_of_stream: bool,
         pending: Option<&OpaqueStreamRef>,
     ) -> Result<(StreamRef<B>, bool), SendError> {
-        use super::stream::ContentLength;
-        use http::Method;
-
         let protocol = request.extensions_mut().remove::<Protocol>();
 
         // Clear before taking lock, incase extensions contain a StreamRef.
         request.extensions_mut().clear();
+
+        let is_head = *request.method() == http::Method::HEAD;
+        self.open_request(is_head, pending, move |stream_id| {
+            client::Peer::convert_send_message(stream_id, request, protocol, end_of_stream)
+        })
+    }
+
+    /// FORK: `send_request` for a request whose header block is encoded
+    /// here, from borrowed parts, static table only (the caller checked that
+    /// the connection encodes that way): see `SendRequest::send_request_encoded`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_request_encoded(
+        &mut self,
+        method: &http::Method,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        fields: &http::HeaderMap,
+        extra: Option<(&http::header::HeaderName, &http::HeaderValue)>,
+        end_of_stream: bool,
+        pending: Option<&OpaqueStreamRef>,
+    ) -> Result<(StreamRef<B>, bool), SendError> {
+        // What `send_headers` checks of a frame's fields; this frame carries
+        // none but the encoded block.
+        Send::check_headers(fields)?;
+        let mut block = bytes::BytesMut::with_capacity(encoded_size_hint(authority, path, fields));
+        crate::hpack::encode_static_only_request(
+            method, scheme, authority, path, fields, extra, &mut block,
+        );
+        let is_head = *method == http::Method::HEAD;
+        self.open_request(is_head, pending, move |stream_id| {
+            let mut frame = frame::Headers::pre_encoded(stream_id, block);
+            if end_of_stream {
+                frame.set_end_stream();
+            }
+            Ok(frame)
+        })
+    }
+
+    /// Opens a client stream with the HEADERS frame `headers` makes for its id.
+    fn open_request(
+        &mut self,
+        is_head: bool,
+        pending: Option<&OpaqueStreamRef>,
+        headers: impl FnOnce(StreamId) -> Result<frame::Headers, SendError>,
+    ) -> Result<(StreamRef<B>, bool), SendError> {
+        use super::stream::ContentLength;
 
         // TODO: There is a hazard with assigning a stream ID before the
         // prioritize layer. If prioritization reorders new streams, this
@@ -315,13 +359,12 @@ where
             me.actions.recv.init_window_sz(),
         );
 
-        if *request.method() == Method::HEAD {
+        if is_head {
             stream.content_length = ContentLength::Head;
         }
 
         // Convert the message
-        let headers =
-            client::Peer::convert_send_message(stream_id, request, protocol, end_of_stream)?;
+        let headers = headers(stream_id)?;
 
         let mut stream = me.store.insert(stream.id, stream);
 
@@ -1099,6 +1142,16 @@ where
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// FORK: room for a request's static-only header block: every string raw,
+/// plus a few bytes of indexes and lengths per field.
+fn encoded_size_hint(authority: &str, path: &str, fields: &http::HeaderMap) -> usize {
+    let mut size = 16 + authority.len() + path.len();
+    for (name, value) in fields {
+        size += name.as_str().len() + value.len() + 6;
+    }
+    size + 32
 }
 
 impl<B, P> Streams<B, P>
