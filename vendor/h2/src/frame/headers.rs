@@ -102,6 +102,10 @@ struct HeaderBlock {
     fields: HeaderMap,
 
     /// Precomputed size of all of our header fields, for perf reasons
+    ///
+    /// FORK: kept only for a block being received (`load` adds each field
+    /// it decodes); a block built to be sent leaves it 0, as nothing reads
+    /// it there (upstream summed every field of every block it sent).
     field_size: usize,
 
     /// Set to true if decoding went over the max header list size.
@@ -136,7 +140,8 @@ impl Headers {
             stream_id,
             stream_dep: None,
             header_block: Box::new(HeaderBlock {
-                field_size: calculate_headermap_size(&fields),
+                // FORK: see `field_size`.
+                field_size: 0,
                 fields,
                 is_over_size: false,
                 pseudo,
@@ -172,7 +177,8 @@ impl Headers {
             stream_id,
             stream_dep: None,
             header_block: Box::new(HeaderBlock {
-                field_size: calculate_headermap_size(&fields),
+                // FORK: see `field_size`.
+                field_size: 0,
                 fields,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
@@ -402,7 +408,8 @@ impl PushPromise {
         PushPromise {
             flags: PushPromiseFlag::default(),
             header_block: Box::new(HeaderBlock {
-                field_size: calculate_headermap_size(&fields),
+                // FORK: see `field_size`.
+                field_size: 0,
                 fields,
                 is_over_size: false,
                 pseudo,
@@ -1091,12 +1098,6 @@ impl HeaderBlock {
             + pseudo_size!(path)
             + self.field_size
     }
-}
-
-fn calculate_headermap_size(map: &HeaderMap) -> usize {
-    map.iter()
-        .map(|(name, value)| decoded_header_size(name.as_str().len(), value.len()))
-        .sum::<usize>()
 }
 
 fn decoded_header_size(name: usize, value: usize) -> usize {
