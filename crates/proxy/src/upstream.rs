@@ -513,6 +513,85 @@ mod tests {
         }
     }
 
+    /// A field HTTP/2 forbids (RFC 9113 section 8.2.2) is refused by the
+    /// encoded path as by `send_request`, found in the pass that encodes the
+    /// block: the call fails, nothing of it reaches the host, and the
+    /// connection goes on carrying other calls.
+    #[tokio::test]
+    async fn a_request_encoded_with_a_connection_specific_field_is_refused_alone() {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let host = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(far).await.unwrap();
+            let mut paths = Vec::new();
+            while let Some(Ok((request, mut respond))) = conn.accept().await {
+                paths.push(request.uri().path().to_owned());
+                respond
+                    .send_response(http::Response::new(()), true)
+                    .unwrap();
+            }
+            paths
+        });
+        let (mut sender, connection) = client_builder().handshake::<_, Bytes>(near).await.unwrap();
+        let driver = tokio::spawn(connection);
+        for (name, value) in [
+            ("connection", "close"),
+            ("keep-alive", "5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+        ] {
+            let mut request = call("/refused");
+            request
+                .headers_mut()
+                .insert("te", "trailers".parse().unwrap());
+            request
+                .headers_mut()
+                .append(http::HeaderName::from_static(name), value.parse().unwrap());
+            let refused = sender.send_request_encoded(
+                request.method(),
+                request.uri(),
+                request.headers(),
+                None,
+                true,
+            );
+            assert!(refused.is_err(), "{name}: {value} was sent");
+            assert!(
+                sender.send_request(request, true).is_err(),
+                "{name}: {value} was sent by send_request"
+            );
+        }
+        // Nor as the field that replaces the client's.
+        let request = call("/refused");
+        let te = http::HeaderValue::from_static("gzip");
+        let replacing = sender.send_request_encoded(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            Some((&http::header::TE, &te)),
+            true,
+        );
+        assert!(replacing.is_err(), "te: gzip was sent as the extra field");
+
+        let mut request = call("/next");
+        request
+            .headers_mut()
+            .insert("te", "trailers".parse().unwrap());
+        let (response, _) = sender
+            .send_request_encoded(
+                request.method(),
+                request.uri(),
+                request.headers(),
+                None,
+                true,
+            )
+            .unwrap();
+        assert_eq!(response.await.unwrap().status(), http::StatusCode::OK);
+        drop(sender);
+        driver.await.unwrap().unwrap();
+        assert_eq!(host.await.unwrap(), ["/next"], "what reached the host");
+    }
+
     /// A call cancelled before its host connection wrote its HEADERS (a
     /// client's HEADERS and RST_STREAM forwarded at once, or its connection
     /// lost right after it called) opens no stream on the host at all: the

@@ -113,7 +113,7 @@ pub mod fuzz_logic {
             let name = HeaderName::from_static("grpc-timeout");
             let value = HeaderValue::from_static("1S");
             let mut block = BytesMut::new();
-            hpack::encode_static_only_request(
+            let encoded = hpack::encode_static_only_request(
                 &method,
                 &scheme,
                 &authority,
@@ -122,6 +122,17 @@ pub mod fuzz_logic {
                 Some((&name, &value)),
                 &mut block,
             );
+            let forbidden = map
+                .iter()
+                .any(|(n, v)| *n != name && crate::frame::is_connection_specific(n, v));
+            assert_eq!(
+                encoded.is_err(),
+                forbidden,
+                "a request block refuses exactly the fields HTTP/2 forbids"
+            );
+            if forbidden {
+                return;
+            }
             let mut expected = vec![
                 hpack::Header::Method(method),
                 hpack::Header::Scheme(scheme),

@@ -131,6 +131,18 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 const ALL: u8 = END_STREAM | END_HEADERS | PADDED | PRIORITY;
 
+/// FORK: whether a field may not be sent in HTTP/2 (RFC 9113 section
+/// 8.2.2): a connection-specific field, or a `te` other than "trailers".
+/// One comparison per known name; no lookup in the map the field is in.
+pub(crate) fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == "keep-alive"
+        || name == "proxy-connection"
+        || (name == header::TE && value != "trailers")
+}
+
 // ===== impl Headers =====
 
 impl Headers {

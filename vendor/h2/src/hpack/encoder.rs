@@ -3,6 +3,7 @@ use super::table::{
     STATIC_AUTHORITY,
 };
 use super::{huffman, Header};
+use crate::frame;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -287,6 +288,10 @@ impl Encoder {
 /// name, less the dynamic table size updates, which are written in front of
 /// it with its frame. Nothing is copied out of the caller's URI or map first
 /// (upstream h2 copies `:path` and `:authority` into `Bytes` of their own).
+///
+/// The same pass refuses what `Send::check_headers` refuses: `Err` when a
+/// field may not be sent in HTTP/2 (`frame::is_connection_specific`), with
+/// `dst` holding part of the block.
 pub(crate) fn encode_static_only_request(
     method: &Method,
     scheme: &str,
@@ -295,7 +300,7 @@ pub(crate) fn encode_static_only_request(
     fields: &HeaderMap,
     extra: Option<(&HeaderName, &HeaderValue)>,
     dst: &mut BytesMut,
-) {
+) -> Result<(), ConnectionSpecific> {
     // The order of `Pseudo::take_next`.
     let method_entry = index_static_method(method);
     encode_static_entry(
@@ -326,22 +331,27 @@ pub(crate) fn encode_static_only_request(
         false,
         dst,
     );
-    match extra {
-        None => {
-            for (name, value) in fields {
-                encode_static_field(name, value, dst);
+    let replaced = extra.map(|(name, _)| name);
+    for (name, value) in fields {
+        if Some(name) != replaced {
+            if frame::is_connection_specific(name, value) {
+                return Err(ConnectionSpecific);
             }
-        }
-        Some((replacing, extra_value)) => {
-            for (name, value) in fields {
-                if name != replacing {
-                    encode_static_field(name, value, dst);
-                }
-            }
-            encode_static_field(replacing, extra_value, dst);
+            encode_static_field(name, value, dst);
         }
     }
+    if let Some((name, value)) = extra {
+        if frame::is_connection_specific(name, value) {
+            return Err(ConnectionSpecific);
+        }
+        encode_static_field(name, value, dst);
+    }
+    Ok(())
 }
+
+/// FORK: `encode_static_only_request` met a field that HTTP/2 forbids.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ConnectionSpecific;
 
 /// FORK: one regular field, static table only.
 #[inline]

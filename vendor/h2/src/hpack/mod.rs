@@ -8,6 +8,6 @@ mod table;
 mod test;
 
 pub use self::decoder::{Decoder, DecoderError, NeedMore};
-pub(crate) use self::encoder::encode_static_only_request;
 pub use self::encoder::Encoder;
+pub(crate) use self::encoder::{encode_static_only_request, ConnectionSpecific};
 pub use self::header::{BytesStr, Header};

@@ -294,13 +294,22 @@ where
         end_of_stream: bool,
         pending: Option<&OpaqueStreamRef>,
     ) -> Result<(StreamRef<B>, bool), SendError> {
-        // What `send_headers` checks of a frame's fields; this frame carries
-        // none but the encoded block.
-        Send::check_headers(fields)?;
-        let mut block = bytes::BytesMut::with_capacity(encoded_size_hint(authority, path, fields));
+        // The block's first capacity: its strings raw, a few bytes of
+        // indexes and lengths each, and room for a gRPC request's usual
+        // fields (`BytesMut` grows for more); summing the fields' sizes would
+        // be a pass over them of its own.
+        let mut block = bytes::BytesMut::with_capacity(
+            authority.len() + path.len() + ENCODED_REQUEST_FIELDS_ROOM,
+        );
+        // What `send_headers` checks of a frame's fields (`check_headers`)
+        // is checked in the same pass; this frame carries none but the block.
         crate::hpack::encode_static_only_request(
             method, scheme, authority, path, fields, extra, &mut block,
-        );
+        )
+        .map_err(|crate::hpack::ConnectionSpecific| {
+            tracing::debug!("illegal connection-specific headers found");
+            SendError::User(UserError::MalformedHeaders)
+        })?;
         let is_head = *method == http::Method::HEAD;
         self.open_request(is_head, pending, move |stream_id| {
             let mut frame = frame::Headers::pre_encoded(stream_id, block);
@@ -1144,15 +1153,11 @@ where
     }
 }
 
-/// FORK: room for a request's static-only header block: every string raw,
-/// plus a few bytes of indexes and lengths per field.
-fn encoded_size_hint(authority: &str, path: &str, fields: &http::HeaderMap) -> usize {
-    let mut size = 16 + authority.len() + path.len();
-    for (name, value) in fields {
-        size += name.as_str().len() + value.len() + 6;
-    }
-    size + 32
-}
+/// FORK: the room `send_request_encoded` gives a request's block beyond its
+/// `:authority` and `:path`: the method, scheme and indexes, and a gRPC
+/// request's `content-type`, `te`, `grpc-timeout`, `user-agent` and a few
+/// metadata fields.
+const ENCODED_REQUEST_FIELDS_ROOM: usize = 256;
 
 impl<B, P> Streams<B, P>
 where
