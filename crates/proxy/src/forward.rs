@@ -348,8 +348,12 @@ pub async fn handle(
         stall_timeout: ingress.stream_stall_timeout,
     };
     // Boxed: the call's state machine is large, and the connection's set of
-    // calls holding it inline would copy it in and out.
-    let outcome = Box::pin(call.run(&parts, &mut body)).await;
+    // calls holding it inline would copy it in and out. Boxed in a statement
+    // of its own: a temporary lives to the end of its statement, so one
+    // boxed where it is awaited would still take its whole size in this
+    // future too (5.5 KB instead of 1.4 KB, copied into the set's box).
+    let run = Box::pin(call.run(&parts, &mut body));
+    let outcome = run.await;
     let elapsed = finish(
         &ingress, &parts, &outcome, &record, started, start_time, conn,
     );
