@@ -1332,6 +1332,30 @@ clusters:
         )
         self.assert_no_goaway(client, "an oversized header block is no connection error")
 
+    def test_headers_with_connection_specific_fields_are_malformed(self):
+        """A request carrying a connection-specific field (connection,
+        keep-alive, proxy-connection, transfer-encoding, upgrade) or a te
+        other than "trailers" is malformed (RFC 9113 section 8.2.2): each is
+        reset with PROTOCOL_ERROR on its own stream, the call in flight beside
+        them is answered, and the connection carries the next call."""
+        client = self.client()
+        client.handshake()
+        in_flight = client.call("in flight", delay_ms=500)
+        for name, value in [
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+        ]:
+            stream = client.stream()
+            client.send(client.headers(stream, end_stream=True, extra=[(name, value)]))
+            self.assert_stream_error(client, stream, PROTOCOL_ERROR, f"{name}: {value}")
+        self.assert_echoed(client, in_flight, "in flight")
+        self.assert_echoed(client, client.call("after"), "after")
+        self.assert_no_goaway(client, "a malformed request is no connection error")
+
     def test_hpack_bomb_is_refused(self):
         """A 4,000-byte field put in the dynamic table by one call (which is
         answered), then referenced 100 times by one-byte indexes in the next

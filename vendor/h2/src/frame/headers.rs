@@ -131,15 +131,22 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 const ALL: u8 = END_STREAM | END_HEADERS | PADDED | PRIORITY;
 
-/// FORK: whether a field may not be sent in HTTP/2 (RFC 9113 section
-/// 8.2.2): a connection-specific field, or a `te` other than "trailers".
-/// One comparison per known name; no lookup in the map the field is in.
+/// FORK: whether a field may not be in an HTTP/2 header block (RFC 9113
+/// section 8.2.2): a connection-specific field, or a `te` other than
+/// "trailers". Checked for every field sent (`Send::check_headers`,
+/// `encode_static_only_request`) and received (`HeaderBlock::load`). One
+/// comparison per name, no lookup in the map the field is in; the two names
+/// `http` has no constant for are compared as `HeaderName`s too, which a
+/// standard name fails on its tag (comparing with a `&str` spells a
+/// standard name out first, then compares it ignoring case).
 pub(crate) fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
         || (name == header::TE && value != "trailers")
 }
 
@@ -995,17 +1002,10 @@ impl HeaderBlock {
                     // Connection level header fields are not supported and must
                     // result in a protocol error.
 
-                    if name == header::CONNECTION
-                        || name == header::TRANSFER_ENCODING
-                        || name == header::UPGRADE
-                        || name == "keep-alive"
-                        || name == "proxy-connection"
-                    {
-                        tracing::trace!("load_hpack; connection level header");
-                        malformed = true;
-                    } else if name == header::TE && value != "trailers" {
+                    if is_connection_specific(&name, &value) {
                         tracing::trace!(
-                            "load_hpack; TE header not set to trailers; val={:?}",
+                            "load_hpack; connection level header, or TE not set to trailers; name={:?} val={:?}",
+                            name,
                             value
                         );
                         malformed = true;
