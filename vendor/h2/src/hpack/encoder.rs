@@ -350,7 +350,7 @@ pub(crate) fn encode_static_only_request(
 }
 
 /// FORK: `encode_static_only_request` met a field that HTTP/2 forbids.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct ConnectionSpecific;
 
 /// FORK: one regular field, static table only.

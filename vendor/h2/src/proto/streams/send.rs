@@ -77,7 +77,7 @@ impl Send {
         Ok(stream_id)
     }
 
-    pub(crate) fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
+    fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
         //
         // FORK: one pass over the fields instead of six hashed lookups (the
