@@ -43,7 +43,7 @@ use futures_util::FutureExt;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use rand::RngCore;
 use smallvec::SmallVec;
 use tokio::time::Instant;
@@ -290,9 +290,9 @@ pub async fn handle(
     stats.downstream_rq_active.inc();
 
     let (mut parts, mut body) = request.into_parts();
-    ensure_request_id(&mut parts.headers, ingress.generate_request_id);
+    let fields = read_request_fields(&mut parts.headers, ingress.generate_request_id);
     let mut record = Record::default();
-    let grpc = grpc::is_grpc(&parts.headers);
+    let grpc = fields.grpc;
     let context = ingress.traces.as_ref().map(|_| {
         // The host is told the proxy's span, so its spans hang under it.
         let context = trace::Context::from_header(parts.headers.get(TRACEPARENT));
@@ -320,11 +320,7 @@ pub async fn handle(
         return;
     };
     let cluster = route.pick();
-    let grpc_deadline = parts
-        .headers
-        .get(grpc::header::GRPC_TIMEOUT)
-        .and_then(|v| common::parse_grpc_timeout(v.as_bytes()))
-        .map(|timeout| started + timeout);
+    let grpc_deadline = fields.timeout.map(|timeout| started + timeout);
     let cap = route
         .timeout
         .unwrap_or(cluster.config.request_timeout)
@@ -514,6 +510,57 @@ fn record(cluster: &Cluster, guard: &RequestGuard, outcome: &Outcome) {
             Verdict::Success
         },
     );
+}
+
+/// What the proxy reads of a request's own fields.
+#[derive(Debug, PartialEq)]
+struct RequestFields {
+    /// Whether its content type is gRPC's.
+    grpc: bool,
+    /// The client's `grpc-timeout`, when its first is valid.
+    timeout: Option<Duration>,
+}
+
+/// Reads a request's content type and `grpc-timeout`, and keeps its
+/// `x-request-id` (adding one when `generate_id`) marked as sent once.
+///
+/// A request carries a handful of fields: one pass comparing each name costs
+/// less than three lookups, each hashing its name (two of them custom names,
+/// hashed byte by byte). Each reads the first value of its name, as a lookup
+/// does.
+fn read_request_fields(headers: &mut HeaderMap, generate_id: bool) -> RequestFields {
+    if headers.len() > grpc::SCAN_AT_MOST {
+        ensure_request_id(headers, generate_id);
+        return RequestFields {
+            grpc: grpc::is_grpc(headers),
+            timeout: headers
+                .get(grpc::header::GRPC_TIMEOUT)
+                .and_then(|v| common::parse_grpc_timeout(v.as_bytes())),
+        };
+    }
+    // Statics, compared in place: a constant would be a temporary to drop.
+    static GRPC_TIMEOUT: HeaderName = grpc::header::GRPC_TIMEOUT;
+    static X_REQUEST_ID: HeaderName = grpc::header::X_REQUEST_ID;
+    let mut content_type = None;
+    let mut timeout = None;
+    let mut has_id = false;
+    for (name, value) in headers.iter_mut() {
+        if *name == http::header::CONTENT_TYPE {
+            content_type.get_or_insert(grpc::is_grpc_content_type(value));
+        } else if *name == GRPC_TIMEOUT {
+            timeout.get_or_insert_with(|| common::parse_grpc_timeout(value.as_bytes()));
+        } else if *name == X_REQUEST_ID && !has_id {
+            once_per_call(value);
+            has_id = true;
+        }
+    }
+    if !has_id && generate_id {
+        headers.insert(grpc::header::X_REQUEST_ID, new_request_id());
+    }
+    RequestFields {
+        grpc: content_type.unwrap_or(false),
+        timeout: timeout.flatten(),
+    }
 }
 
 /// Keeps the client's `x-request-id`, or adds a new one when `generate`,
@@ -1839,6 +1886,72 @@ mod tests {
         let mut headers = HeaderMap::new();
         ensure_request_id(&mut headers, false);
         assert!(headers.is_empty(), "none is made up when generation is off");
+    }
+
+    /// A request's fields, with `extra` filler fields before them.
+    fn request_fields(extra: usize, fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for i in 0..extra {
+            let name = HeaderName::try_from(format!("x-filler-{i}")).unwrap();
+            headers.insert(name, HeaderValue::from_static("1"));
+        }
+        for &(name, value) in fields {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn request_fields_read_in_one_pass_agree_with_lookups() {
+        // Past SCAN_AT_MOST fields the lookups answer: both must agree.
+        for extra in [0, grpc::SCAN_AT_MOST + 1] {
+            let mut headers = request_fields(
+                extra,
+                &[
+                    ("content-type", "application/grpc+proto"),
+                    ("grpc-timeout", "250m"),
+                    ("grpc-timeout", "1S"),
+                    ("x-request-id", "first"),
+                    ("x-request-id", "second"),
+                ],
+            );
+            let fields = read_request_fields(&mut headers, true);
+            assert_eq!(
+                fields,
+                RequestFields {
+                    grpc: true,
+                    timeout: Some(Duration::from_millis(250)),
+                },
+                "the first grpc-timeout counts ({extra} filler fields)"
+            );
+            let ids: Vec<_> = headers.get_all(grpc::header::X_REQUEST_ID).iter().collect();
+            assert_eq!(ids, ["first", "second"], "no id added beside the client's");
+            assert!(ids[0].is_sensitive() && !ids[1].is_sensitive());
+
+            let mut headers = request_fields(
+                extra,
+                &[
+                    ("content-type", "application/json"),
+                    ("grpc-timeout", "soon"),
+                ],
+            );
+            let fields = read_request_fields(&mut headers, false);
+            assert_eq!(
+                fields,
+                RequestFields {
+                    grpc: false,
+                    timeout: None,
+                },
+                "not gRPC, and an invalid timeout is none ({extra} filler fields)"
+            );
+            assert!(!headers.contains_key(grpc::header::X_REQUEST_ID));
+
+            let mut headers = request_fields(extra, &[]);
+            let fields = read_request_fields(&mut headers, true);
+            assert!(!fields.grpc && fields.timeout.is_none());
+            let id = headers.get(grpc::header::X_REQUEST_ID).unwrap();
+            assert!(id.len() == 36 && id.is_sensitive(), "an id is added");
+        }
     }
 
     #[test]

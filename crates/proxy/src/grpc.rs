@@ -33,11 +33,17 @@ pub mod code {
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(is_grpc_content_type)
 }
 
-/// Blocks of up to this many fields are searched for `grpc-status` in order.
-const SCAN_AT_MOST: usize = 8;
+/// Whether a `content-type` value is gRPC's (`application/grpc[+proto]...`).
+pub fn is_grpc_content_type(value: &HeaderValue) -> bool {
+    value.as_bytes().starts_with(b"application/grpc")
+}
+
+/// Blocks of up to this many fields are searched for a name in order rather
+/// than looked up.
+pub const SCAN_AT_MOST: usize = 8;
 
 /// The `grpc-status` in a header or trailer block, if any.
 pub fn status(headers: &HeaderMap) -> Option<u16> {
