@@ -591,7 +591,6 @@ fn position(buf: &BytesMut) -> usize {
 #[cfg(test)]
 mod test {
     use super::*;
-    use http::*;
 
     #[test]
     fn test_encode_method_get() {
