@@ -429,27 +429,59 @@ async fn calls_still_running_at_the_drain_deadline_end_with_unavailable() {
     config.drain_timeout = Duration::from_millis(300);
     let mut proxy = TestProxy::start(config).await;
     let mut client = EchoServiceClient::new(proxy.channel().await);
-    let call = tokio::spawn(async move {
-        client
-            .echo(EchoRequest {
-                delay_ms: 5000,
-                ..Default::default()
-            })
-            .await
+    // One call waits for its host's head, the other has its head forwarded
+    // and its body piped: a call's one wait for the deadline covers both.
+    let waiting = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .echo(EchoRequest {
+                    delay_ms: 5000,
+                    ..Default::default()
+                })
+                .await
+        }
     });
-    eventually("the call is in flight", Duration::from_secs(5), || async {
-        proxy
-            .admin_get("/stats")
-            .await
-            .1
-            .contains("upstream_rq_active: 1\n")
-    })
+    let mut streaming = client
+        .expand(proto::gateway::ExpandRequest {
+            message: "long".into(),
+            count: 50,
+            interval_ms: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        streaming.message().await.unwrap().is_some(),
+        "a reply is through"
+    );
+    eventually(
+        "both calls are in flight",
+        Duration::from_secs(5),
+        || async {
+            proxy
+                .admin_get("/stats")
+                .await
+                .1
+                .contains("upstream_rq_active: 2\n")
+        },
+    )
     .await;
     let started = Instant::now();
     proxy.begin_shutdown();
-    let err = call.await.unwrap().unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(err.message(), "proxy shutting down");
+    let streamed = loop {
+        match streaming.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended OK; it should have been cut"),
+            Err(err) => break err,
+        }
+    };
+    let waited = waiting.await.unwrap().unwrap_err();
+    for err in [waited, streamed] {
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert_eq!(err.message(), "proxy shutting down");
+    }
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
