@@ -278,6 +278,12 @@ impl Head {
             .is_some_and(|f| f.sensitive)
     }
 
+    /// The RFC 7541 section 4.1 size of a received block (what
+    /// SETTINGS_MAX_HEADER_LIST_SIZE limits); 0 for a built one.
+    pub fn list_size(&self) -> usize {
+        self.list_size
+    }
+
     /// The `content-length` of a received block, if it had one.
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
