@@ -205,10 +205,17 @@ pub fn parse<'a>(head: Head, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
             let (mut start, end) = unpad(&head, payload)?;
             let mut self_dependent = false;
             if head.has(flag::PRIORITY) {
-                if end < start + 5 {
+                if payload.len() < start + 5 {
                     return Err(conn(
                         Reason::FRAME_SIZE_ERROR,
                         "HEADERS too short for its priority",
+                    ));
+                }
+                if end < start + 5 {
+                    // Section 6.2: padding may not eat into the priority.
+                    return Err(conn(
+                        Reason::PROTOCOL_ERROR,
+                        "padding longer than the header block",
                     ));
                 }
                 let p = &payload[start..start + 4];
@@ -280,7 +287,7 @@ pub fn parse<'a>(head: Head, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
                     settings: Settings::default(),
                 });
             }
-            if head.len % 6 != 0 {
+            if !head.len.is_multiple_of(6) {
                 return Err(conn(
                     Reason::FRAME_SIZE_ERROR,
                     "SETTINGS length not a multiple of 6",

@@ -90,8 +90,11 @@ pub fn static_name_index(name: &[u8]) -> u8 {
         27 => &[20],
         _ => return 0,
     };
+    // The first byte tells most candidates apart without a memcmp call.
+    let first = name.first();
     for &i in candidates {
-        if STATIC[usize::from(i) - 1].0 == name {
+        let candidate = STATIC[usize::from(i) - 1].0;
+        if candidate.first() == first && candidate == name {
             return i;
         }
     }
