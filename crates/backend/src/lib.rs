@@ -10,6 +10,7 @@
 //! - [`service`]: the application services and their shared [`service::Behaviour`].
 //! - [`deadline`]: answers DEADLINE_EXCEEDED (not tonic's CANCELLED) when `grpc-timeout` passes.
 //! - [`healthcheck`]: the client of the `backend healthcheck` subcommand.
+//! - [`not_grpc`]: 415 with a line for requests that are not gRPC.
 //! - [`testing`]: a backend in the test's own process, for this workspace's tests.
 //! - [`run`]: serves on a bound listener until shutdown, then drains.
 
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod deadline;
 pub mod healthcheck;
+pub mod not_grpc;
 pub mod service;
 pub mod testing;
 
@@ -98,6 +100,7 @@ pub async fn run(
             HeaderName::from_static(BACKEND_ID_HEADER),
             id_value,
         ))
+        .layer(not_grpc::NotGrpcLayer)
         .layer(deadline::DeadlineLayer)
         .add_service(health)
         .add_service(reflection)
