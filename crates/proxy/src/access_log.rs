@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
+use h2fwd::Head;
 use http::HeaderMap;
 use http::request::Parts;
 
@@ -50,39 +51,73 @@ pub struct Entry {
     pub traceparent: Option<String>,
 }
 
-fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+/// A field's first value as text, if the request has it.
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl Entry {
-    /// The request's side of the entry.
-    pub fn new(start: SystemTime, parts: &Parts) -> Self {
+    /// The request's side of the entry, for a request of the call path.
+    pub fn new(start: SystemTime, head: &Head) -> Self {
+        let path = match head.path() {
+            "" => "/",
+            path => path,
+        };
+        Entry::request(
+            start,
+            (text(head.method()), path.to_owned(), "HTTP/2"),
+            head.authority().map(text),
+            &|name| head.get(name.as_bytes()).map(text),
+        )
+    }
+
+    /// The request's side of the entry, for a request held as `http` parts
+    /// (the gRPC-Web side's own answers, over HTTP/1.1 too).
+    pub fn from_parts(start: SystemTime, parts: &Parts) -> Self {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let protocol = match parts.version {
+            http::Version::HTTP_11 => "HTTP/1.1",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/2",
+        };
+        let headers: &HeaderMap = &parts.headers;
+        Entry::request(
+            start,
+            (parts.method.as_str().to_owned(), path, protocol),
+            parts.uri.authority().map(|a| a.as_str().to_owned()),
+            &|name| headers.get(name).map(|v| text(v.as_bytes())),
+        )
+    }
+
+    /// An entry with the request's side filled in.
+    fn request(
+        start: SystemTime,
+        (method, path, protocol): (String, String, &'static str),
+        authority: Option<String>,
+        field: Lookup<'_>,
+    ) -> Self {
         Entry {
             start,
-            method: parts.method.as_str().to_owned(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            protocol: match parts.version {
-                http::Version::HTTP_11 => "HTTP/1.1",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                _ => "HTTP/2",
-            },
+            method,
+            path,
+            protocol,
             response_code: 0,
             flags: "",
             bytes_received: 0,
             bytes_sent: 0,
             duration_ms: 0,
             upstream_service_time_ms: None,
-            forwarded_for: header(&parts.headers, "x-forwarded-for"),
-            user_agent: header(&parts.headers, http::header::USER_AGENT),
-            request_id: header(&parts.headers, crate::grpc::header::X_REQUEST_ID),
-            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            forwarded_for: field("x-forwarded-for"),
+            user_agent: field("user-agent"),
+            request_id: field("x-request-id"),
+            authority,
             upstream: None,
-            traceparent: header(&parts.headers, "traceparent"),
+            traceparent: field("traceparent"),
         }
     }
 
@@ -217,16 +252,17 @@ mod tests {
 
     #[test]
     fn lines_follow_envoys_default_format() {
-        // As h2 hands a request over.
-        let request = http::Request::post("http://front-proxy:8000/gateway.AliveService/GetStatus")
-            .version(http::Version::HTTP_2)
-            .header("user-agent", "grpc-go/1.13.0")
-            .header("x-request-id", "abc")
-            .body(())
-            .unwrap();
-        let (parts, ()) = request.into_parts();
+        // As the HTTP/2 layer hands a request over.
+        let mut head = Head::request(
+            b"POST",
+            b"http",
+            b"front-proxy:8000",
+            b"/gateway.AliveService/GetStatus",
+        );
+        head.append(b"user-agent", b"grpc-go/1.13.0");
+        head.append(b"x-request-id", b"abc");
         let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_530_061_279_585);
-        let mut entry = Entry::new(start, &parts);
+        let mut entry = Entry::new(start, &head);
         entry.response_code = 200;
         entry.bytes_received = 5;
         entry.bytes_sent = 7;
@@ -261,7 +297,7 @@ mod tests {
         let (log, thread) = AccessLog::start(Box::new(sink.clone()), AccessLogFormat::Envoy);
         let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
         for _ in 0..100 {
-            log.log(&Entry::new(SystemTime::now(), &parts));
+            log.log(&Entry::from_parts(SystemTime::now(), &parts));
         }
         drop(log);
         thread.join().unwrap();

@@ -3,7 +3,8 @@
 //! ("trailers-only") when no upstream answer can be had. Messages are never
 //! decoded.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use h2fwd::Head;
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 /// Header names looked up on every call, parsed once (a `&str` key is parsed
 /// again at each lookup).
@@ -33,35 +34,26 @@ pub mod code {
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(is_grpc_content_type)
+        .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
 }
 
 /// Whether a `content-type` value is gRPC's (`application/grpc[+proto]...`).
-pub fn is_grpc_content_type(value: &HeaderValue) -> bool {
-    value.as_bytes().starts_with(b"application/grpc")
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    value.starts_with(b"application/grpc")
 }
 
-/// Blocks of up to this many fields are searched for a name in order rather
-/// than looked up.
-pub const SCAN_AT_MOST: usize = 8;
+/// The `grpc-status` in a head or trailer block, if any (its first value).
+pub fn status(head: &Head) -> Option<u16> {
+    parse_status(head.get(b"grpc-status")?)
+}
 
-/// The `grpc-status` in a header or trailer block, if any.
-pub fn status(headers: &HeaderMap) -> Option<u16> {
-    // A head or trailer block holds a handful of fields: comparing each name
-    // costs less than hashing `grpc-status` for a lookup (about 190
-    // instructions, three times a call). Both find the first value.
-    let value = if headers.len() <= SCAN_AT_MOST {
-        headers
-            .iter()
-            .find_map(|(name, value)| (*name == header::GRPC_STATUS).then_some(value))
-    } else {
-        headers.get(header::GRPC_STATUS)
-    }?;
-    std::str::from_utf8(value.as_bytes())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// [`status`] for a block held as an `http::HeaderMap` (the gRPC-Web side).
+pub fn status_in(headers: &HeaderMap) -> Option<u16> {
+    parse_status(headers.get(header::GRPC_STATUS)?.as_bytes())
+}
+
+fn parse_status(value: &[u8]) -> Option<u16> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// Whether a gRPC status is the server's fault (what HTTP would call 5xx),
@@ -94,24 +86,22 @@ pub fn encode_message(message: &str) -> HeaderValue {
 
 /// A local answer to a call that got no upstream answer: trailers-only gRPC
 /// (HTTP 200 with `grpc-status`) for gRPC calls, a plain HTTP status otherwise.
-pub fn local_reply(grpc: bool, code: u16, message: &str) -> Response<()> {
-    let mut response = Response::new(());
+pub fn local_head(grpc: bool, code: u16, message: &str) -> Head {
     if grpc {
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(header::GRPC_STATUS, HeaderValue::from(code));
-        headers.insert(header::GRPC_MESSAGE, encode_message(message));
+        let mut head = Head::response(200);
+        head.append(b"content-type", b"application/grpc");
+        head.append(b"grpc-status", itoa(code).as_bytes());
+        head.append(b"grpc-message", encode_message(message).as_bytes());
+        head
     } else {
-        *response.status_mut() = http_status(code);
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
+        let mut head = Head::response(http_status(code).as_u16());
+        head.append(b"content-type", b"text/plain");
+        head
     }
-    response
+}
+
+fn itoa(code: u16) -> String {
+    code.to_string()
 }
 
 /// The HTTP status for a non-gRPC request that failed with `code`.
@@ -126,6 +116,14 @@ fn http_status(code: u16) -> StatusCode {
 }
 
 /// Trailers that end an already started response with `code`.
+pub fn trailers_head(code: u16, message: &str) -> Head {
+    let mut head = Head::trailers();
+    head.append(b"grpc-status", itoa(code).as_bytes());
+    head.append(b"grpc-message", encode_message(message).as_bytes());
+    head
+}
+
+/// [`trailers_head`] as an `http::HeaderMap` (the gRPC-Web side).
 pub fn trailers(code: u16, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(2);
     trailers.insert(header::GRPC_STATUS, HeaderValue::from(code));
@@ -145,43 +143,31 @@ mod tests {
     }
 
     #[test]
-    fn status_is_read_from_headers() {
-        let mut h = HeaderMap::new();
+    fn status_is_the_first_valid_value() {
+        let mut h = Head::trailers();
         assert_eq!(status(&h), None);
-        h.insert("grpc-status", HeaderValue::from_static("14"));
-        assert_eq!(status(&h), Some(14));
-        h.insert("grpc-status", HeaderValue::from_static("x"));
+        h.append(b"grpc-statu", b"4");
+        h.append(b"grpc-status", b" 7 ");
+        h.append(b"grpc-status", b"3");
+        assert_eq!(status(&h), Some(7));
+        let mut h = Head::trailers();
+        h.append(b"grpc-status", b"x");
         assert_eq!(status(&h), None);
-    }
-
-    #[test]
-    fn status_is_the_first_value_in_small_and_large_blocks() {
-        // Three fields are added below: `SCAN_AT_MOST - 3` is the largest
-        // block that is scanned, `SCAN_AT_MOST - 2` the smallest looked up.
-        for fields in [0, 3, SCAN_AT_MOST - 3, SCAN_AT_MOST - 2, 40] {
-            let mut h = HeaderMap::new();
-            for i in 0..fields {
-                h.append(
-                    http::HeaderName::try_from(format!("x-field-{i}")).unwrap(),
-                    HeaderValue::from_static("1"),
-                );
-            }
-            h.append("grpc-status", HeaderValue::from_static(" 7 "));
-            h.append("grpc-status", HeaderValue::from_static("3"));
-            h.append("grpc-statu", HeaderValue::from_static("4"));
-            assert_eq!(h.len(), fields + 3);
-            assert_eq!(status(&h), Some(7), "with {fields} other fields");
-        }
+        let mut m = HeaderMap::new();
+        m.insert("grpc-status", HeaderValue::from_static("14"));
+        assert_eq!(status_in(&m), Some(14));
     }
 
     #[test]
     fn local_replies_are_trailers_only_for_grpc_and_plain_otherwise() {
-        let r = local_reply(true, code::UNAVAILABLE, "no healthy upstream");
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()["grpc-status"], "14");
-        assert_eq!(r.headers()["content-type"], "application/grpc");
-        let r = local_reply(false, code::DEADLINE_EXCEEDED, "late");
-        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        let r = local_head(true, code::UNAVAILABLE, "no healthy upstream");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.get(b"grpc-status"), Some(&b"14"[..]));
+        assert_eq!(r.get(b"content-type"), Some(&b"application/grpc"[..]));
+        let r = local_head(false, code::DEADLINE_EXCEEDED, "late");
+        assert_eq!(r.status(), 504);
+        let t = trailers_head(code::UNAVAILABLE, "100%");
+        assert_eq!(t.get(b"grpc-message"), Some(&b"100%25"[..]));
     }
 
     #[test]

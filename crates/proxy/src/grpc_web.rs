@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use h2::RecvStream;
-use h2::server::SendResponse;
+use h2fwd::{Head, StreamRef};
 use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -125,14 +125,26 @@ fn kind(method: &Method, headers: &HeaderMap) -> Kind {
     Kind::Other
 }
 
-/// [`classify`] for a request whose head is not yet split off.
-pub fn classify_h2<B>(request: &Request<B>) -> Kind {
-    kind(request.method(), request.headers())
+/// [`classify`] for a request of the call path (HTTP/2).
+pub fn classify_head(head: &Head) -> Kind {
+    if let Some(text) = head.get(b"content-type").and_then(web_type) {
+        return Kind::Call { text };
+    }
+    if head.method() == b"OPTIONS"
+        && head.contains(b"origin")
+        && head.contains(b"access-control-request-method")
+    {
+        return Kind::Preflight;
+    }
+    Kind::Other
 }
 
 /// `Some(text)` for `application/grpc-web[-text][+subtype][;params]`.
 fn web_content_type(headers: &HeaderMap) -> Option<bool> {
-    let ct = headers.get(header::CONTENT_TYPE)?.as_bytes();
+    web_type(headers.get(header::CONTENT_TYPE)?.as_bytes())
+}
+
+fn web_type(ct: &[u8]) -> Option<bool> {
     let rest = ct.strip_prefix(b"application/grpc-web")?;
     let (text, rest) = match rest.strip_prefix(b"-text") {
         // `-text-base64` names base64, the default text encoding, explicitly.
@@ -436,7 +448,7 @@ fn reset_trailers(e: &h2::Error) -> Bytes {
 /// Where a request's body comes from.
 enum Source<'a> {
     Http1(&'a mut hyper::body::Incoming),
-    H2(&'a mut RecvStream),
+    H2(&'a StreamRef),
 }
 
 impl Source<'_> {
@@ -453,15 +465,9 @@ impl Source<'_> {
                     Err(e) => return Some(Err(e.to_string())),
                 }
             },
-            Source::H2(body) => {
-                let data = body.data().await?;
-                Some(match data {
-                    Ok(data) => {
-                        let _ = body.flow_control().release_capacity(data.len());
-                        Ok(data)
-                    }
-                    Err(e) => Err(e.to_string()),
-                })
+            Source::H2(stream) => {
+                let data = poll_fn(|cx| stream.poll_data(cx)).await?;
+                Some(data.map(|(data, _)| data).map_err(|e| e.to_string()))
             }
         }
     }
@@ -814,13 +820,42 @@ fn record_local(ingress: &Ingress, parts: &Parts, local: &Local, start: (Instant
     stats.downstream_rq_total.inc();
     stats.count_response(local.status.as_u16());
     if ingress.access_log.is_on() {
-        let mut entry = Entry::new(start.1, parts);
+        let mut entry = Entry::from_parts(start.1, parts);
         entry.response_code = local.status.as_u16();
         entry.flags = local.flags;
         entry.bytes_sent = local.body.len() as u64;
         entry.duration_ms = start.0.elapsed().as_millis() as u64;
         ingress.access_log.log(&entry);
     }
+}
+
+/// The request of the call path as `http` parts, for the gRPC-Web side
+/// (which serves HTTP/1.1 too and works with the `http` types).
+fn parts_of(head: &Head, tls: bool) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = Method::from_bytes(head.method()).unwrap_or(Method::POST);
+    let scheme = if tls { "https" } else { "http" };
+    let authority = head
+        .authority()
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .unwrap_or("localhost");
+    let path = match head.path() {
+        "" => "/",
+        path => path,
+    };
+    *request.uri_mut() = format!("{scheme}://{authority}{path}")
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("http://localhost/"));
+    *request.version_mut() = Version::HTTP_2;
+    *request.headers_mut() = head.to_header_map();
+    request.into_parts().0
+}
+
+/// An answer held as `http` types, as a head to send.
+fn head_of(status: StatusCode, headers: &HeaderMap) -> Head {
+    let mut head = Head::response(status.as_u16());
+    head.extend_from_header_map(headers);
+    head
 }
 
 /// A gRPC-Web call or preflight that came over a client's HTTP/2 connection
@@ -830,8 +865,8 @@ pub async fn handle_h2(
     ingress: &Arc<Ingress>,
     web: &WebSettings,
     kind: Kind,
-    request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    head: Box<Head>,
+    stream: StreamRef,
     conn: &ConnState,
 ) {
     let start = (Instant::now(), SystemTime::now());
@@ -842,7 +877,7 @@ pub async fn handle_h2(
         ingress.stats.downstream_rq_rx_reset.inc();
         conn.stream_reset(start.0);
     };
-    let (parts, mut body) = request.into_parts();
+    let parts = parts_of(&head, ingress.tls.is_some());
     let answer = answer(
         ingress,
         web,
@@ -850,59 +885,48 @@ pub async fn handle_h2(
         &ingress.cut,
         &parts,
         kind,
-        Source::H2(&mut body),
+        Source::H2(&stream),
     )
     .await;
     let (head, mut body) = match answer {
         Answer::Gone => return client_reset(),
         Answer::Local(local) => {
             record_local(ingress, &parts, &local, start);
-            let mut response = Response::new(());
-            *response.status_mut() = local.status;
-            *response.headers_mut() = local.headers;
-            (response, AnswerBody::Full(Some(local.body)))
+            (
+                head_of(local.status, &local.headers),
+                AnswerBody::Full(Some(local.body)),
+            )
         }
-        Answer::Forwarded(head, body) => (head, body),
+        Answer::Forwarded(response, body) => (head_of(response.status(), response.headers()), body),
     };
     let end = body.is_end_stream();
-    let Ok(mut send) = respond.send_response(head, end) else {
+    if stream.send_response(&head, end).is_err() {
         return client_reset();
-    };
+    }
     if end {
         return;
     }
     let stall = ingress.stream_stall_timeout.unwrap_or(Duration::MAX);
     loop {
         let Some(chunk) = poll_fn(|cx| body.poll_chunk(cx)).await else {
-            let _ = send.send_data(Bytes::new(), true);
+            let _ = stream.send_data(Bytes::new(), true);
             return;
         };
-        if send.send_data(chunk, false).is_err() {
+        if stream.send_data(chunk, false).is_err() {
             return client_reset();
         }
         // Read on only once the client's window has taken this chunk.
-        send.reserve_capacity(1);
-        let room = poll_fn(|cx| {
-            while send.capacity() == 0 {
-                match send.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(_) => return Poll::Ready(false),
-                    Poll::Pending => {
-                        return match send.poll_reset(cx) {
-                            Poll::Ready(_) => Poll::Ready(false),
-                            Poll::Pending => Poll::Pending,
-                        };
-                    }
-                }
-            }
-            Poll::Ready(true)
+        let room = poll_fn(|cx| match stream.poll_capacity(cx) {
+            Poll::Ready(Ok(_)) => Poll::Ready(true),
+            Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
         });
         match tokio::time::timeout(stall, room).await {
             Ok(true) => {}
             Ok(false) => return client_reset(),
             Err(_) => {
                 ingress.stats.downstream_rq_stalled.inc();
-                send.send_reset(h2::Reason::CANCEL);
+                stream.send_reset(h2fwd::Reason::CANCEL);
                 return;
             }
         }

@@ -15,8 +15,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::future::poll_fn;
+
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Request};
+use h2fwd::Head;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, Host, health};
@@ -104,45 +106,44 @@ async fn check(cluster: &Cluster, host: &Host, config: &HealthCheckConfig) -> Re
         .lease(config.timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let mut sender = match lease.sender.ready().await {
-        Ok(sender) => sender,
-        Err(e) => {
+    let authority = host.addr.to_string();
+    let mut request = Head::request(
+        b"POST",
+        b"http",
+        authority.as_bytes(),
+        b"/grpc.health.v1.Health/Check",
+    );
+    request.append(b"content-type", b"application/grpc");
+    request.append(b"te", b"trailers");
+    request.append(b"user-agent", b"proxy-health-check");
+    let stream = lease
+        .sender
+        .send_request(&request, None, false)
+        .map_err(|e| {
             host.conn.report_broken(lease.generation);
-            return Err(format!("connection refuses new streams: {e}"));
-        }
-    };
-    let uri = format!("http://{}/grpc.health.v1.Health/Check", host.addr);
-    let request = Request::post(uri)
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("user-agent", HeaderValue::from_static("proxy-health-check"))
-        .body(())
+            format!("connection refuses new streams: {e}")
+        })?;
+    stream
+        .send_data(request_body(&config.service), true)
         .map_err(|e| e.to_string())?;
-    let (response, mut send) = sender.send_request(request, false).map_err(|e| {
-        host.conn.report_broken(lease.generation);
-        format!("cannot open a stream: {e}")
-    })?;
-    send.send_data(request_body(&config.service), true)
-        .map_err(|e| e.to_string())?;
-    let response = response.await.map_err(|e| format!("stream failed: {e}"))?;
-    let (head, mut body) = response.into_parts();
-    if let Some(status) = grpc::status(&head.headers) {
+    let head = poll_fn(|cx| stream.poll_response(cx))
+        .await
+        .map_err(|e| format!("stream failed: {e}"))?;
+    if let Some(status) = grpc::status(&head) {
         return Err(format!("grpc-status {status}"));
     }
     let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| format!("stream failed: {e}"))?;
-        let _ = body.flow_control().release_capacity(chunk.len());
+    while let Some(chunk) = poll_fn(|cx| stream.poll_data(cx)).await {
+        let (chunk, _) = chunk.map_err(|e| format!("stream failed: {e}"))?;
         bytes.extend_from_slice(&chunk);
         if bytes.len() > 1024 {
             return Err("health response too large".into());
         }
     }
-    let trailers = body
-        .trailers()
+    let trailers = poll_fn(|cx| stream.poll_trailers(cx))
         .await
         .map_err(|e| format!("stream failed: {e}"))?;
-    match trailers.as_ref().and_then(grpc::status) {
+    match trailers.as_deref().and_then(grpc::status) {
         Some(0) => {}
         Some(status) => return Err(format!("grpc-status {status}")),
         None => return Err("no grpc-status".into()),

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::request::Parts;
+use h2fwd::Head;
 use http::{HeaderName, HeaderValue};
 use rand::Rng;
 
@@ -129,15 +129,15 @@ impl RouteTable {
     }
 
     /// The route for a request, or `None` when nothing matches.
-    pub fn find(&self, parts: &Parts) -> Option<&Route> {
+    pub fn find(&self, head: &Head) -> Option<&Route> {
         if let Some(only) = &self.only {
             return Some(only);
         }
-        let vh = self.virtual_host(authority(parts))?;
-        let path = parts.uri.path();
+        let vh = self.virtual_host(authority(head))?;
+        let path = head.path_only();
         vh.routes
             .iter()
-            .find(|r| r.matches(path, parts))
+            .find(|r| r.matches(path, head))
             .map(|r| &**r)
     }
 
@@ -252,16 +252,16 @@ impl Route {
         matches!(&self.path, PathMatch::Prefix(p) if p == "/") && self.headers.is_empty()
     }
 
-    fn matches(&self, path: &str, parts: &Parts) -> bool {
+    fn matches(&self, path: &str, head: &Head) -> bool {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
         };
         path_ok
             && self.headers.iter().all(|h| {
-                let mut values = parts.headers.get_all(&h.name).iter();
+                let mut values = head.get_all(h.name.as_str().as_bytes());
                 match &h.exact {
-                    Some(want) => values.any(|v| v == want),
+                    Some(want) => values.any(|v| v == want.as_bytes()),
                     None => values.next().is_some() == h.present,
                 }
             })
@@ -304,17 +304,10 @@ impl Domain {
 }
 
 /// `:authority`, or the `host` header of a request that has none.
-fn authority(parts: &Parts) -> &str {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+fn authority(head: &Head) -> &str {
+    head.authority()
+        .or_else(|| head.get(b"host"))
+        .and_then(|a| std::str::from_utf8(a).ok())
         .unwrap_or("")
 }
 
@@ -353,12 +346,12 @@ mod tests {
         RouteTable::new(&vhosts, |n| clusters.get(n).cloned()).expect("table")
     }
 
-    fn request(authority: &str, path: &str, headers: &[(&str, &str)]) -> Parts {
-        let mut b = http::Request::builder().uri(format!("http://{authority}{path}"));
+    fn request(authority: &str, path: &str, headers: &[(&str, &str)]) -> Head {
+        let mut head = Head::request(b"POST", b"http", authority.as_bytes(), path.as_bytes());
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            head.append(k.as_bytes(), v.as_bytes());
         }
-        b.body(()).unwrap().into_parts().0
+        head
     }
 
     fn routed(t: &RouteTable, authority: &str, path: &str, headers: &[(&str, &str)]) -> String {

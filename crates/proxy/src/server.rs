@@ -2,7 +2,7 @@
 //! with prior knowledge, and hands every stream to [`crate::forward`].
 //!
 //! The first bytes of a connection decide its fate. The HTTP/2 preface is
-//! replayed into h2. An HTTP/1.x request gets a plain `505` that says what
+//! replayed into our HTTP/2 layer (`h2fwd`). An HTTP/1.x request gets a plain `505` that says what
 //! this port expects, and anything else gets an HTTP/2 GOAWAY with
 //! PROTOCOL_ERROR; both are then closed. A client that sends nothing within
 //! the handshake timeout is dropped. None of it can disturb other clients:
@@ -216,17 +216,14 @@ async fn checked<T>(
 /// The HTTP/2 settings of a client connection: windows, the header list
 /// limit and the listener's stream limit. Public for the fuzz targets
 /// (`fuzz/`), which drive the same server with these settings.
-pub fn h2_server_builder(max_concurrent_streams: u32) -> h2::server::Builder {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(max_concurrent_streams)
-        // Our h2 fork: header blocks from the static table, raw literals
-        // (docs/architecture.md, "The HTTP/2 layer").
-        .hpack_static_only(true);
-    builder
+pub fn h2_server_config(max_concurrent_streams: u32) -> h2fwd::Config {
+    h2fwd::Config {
+        max_concurrent_streams,
+        initial_window_size: STREAM_WINDOW,
+        connection_window_size: CONNECTION_WINDOW,
+        max_header_list_size: MAX_HEADER_LIST,
+        ..h2fwd::Config::default()
+    }
 }
 
 /// Serves one client's HTTP/2 session, GOAWAY on shutdown.
@@ -244,32 +241,13 @@ pub(crate) async fn serve_h2<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let builder = h2_server_builder(route.max_concurrent_streams);
-    // Boxed, and freed once done: inline, the handshake's state (1.3 KiB)
-    // would stay in the task beside the connection it becomes, for as long
-    // as the client stays connected.
-    let handshake = Box::pin(tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        builder.handshake::<_, bytes::Bytes>(io),
-    ));
-    let mut conn = match handshake.await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            route.stats.downstream_cx_protocol_error.inc();
-            tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "HTTP/2 handshake timed out");
-            return;
-        }
-    };
+    let mut conn = h2fwd::server::handshake(io, h2_server_config(route.max_concurrent_streams));
 
     // What this connection's calls are charged (buffered answers, resets);
     // declared before the calls, which borrow it.
     let charged = forward::ConnState::new(route.per_connection_buffer_limit);
-    let mut ping_pong = route.keepalive.and_then(|_| conn.ping_pong());
-    let mut keepalive = pin!(keepalive(ping_pong.as_mut(), route.keepalive));
+    let ping_pong = route.keepalive.map(|_| conn.ping_pong());
+    let mut keepalive = pin!(keepalive(ping_pong.as_ref(), route.keepalive));
     let mut calls = FuturesUnordered::new();
     let mut draining = false;
     let mut closing = false;
@@ -295,7 +273,7 @@ pub(crate) async fn serve_h2<T>(
                     // streams were reset within a second of opening.
                     closing = true;
                     route.stats.downstream_cx_premature_reset.inc();
-                    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    conn.abrupt_shutdown(h2fwd::Reason::ENHANCE_YOUR_CALM);
                     if let Some(held_back) = route.abuse_log.allow() {
                         tracing::warn!(%peer, resets, streams, similar_since_last = held_back, "closing a client connection that resets most of its streams at once (HTTP/2 rapid reset): GOAWAY ENHANCE_YOUR_CALM");
                     }
@@ -309,21 +287,22 @@ pub(crate) async fn serve_h2<T>(
                 break;
             }
             next = conn.accept() => match next {
-                Some(Ok((request, respond))) => {
+                Some(Ok((head, stream))) => {
                     // Boxed first: a call's future is over a kilobyte, and
                     // `push` moves it two more times on its way into the
                     // set's task; moving the box costs one pointer.
-                    calls.push(Box::pin(forward::handle(Arc::clone(&route), request, respond, &charged)));
+                    calls.push(Box::pin(forward::handle(Arc::clone(&route), head, stream, &charged)));
                     accepted += 1;
                 }
                 Some(Err(e)) => {
                     if e.is_go_away()
-                        && e.is_library()
-                        && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+                        && e.is_local()
+                        && e.reason() == Some(h2fwd::Reason::ENHANCE_YOUR_CALM)
                     {
-                        // h2's own limits (streams reset before they were
-                        // accepted, resets provoked by the client): the same
-                        // abuse as the premature-reset rule, caught earlier.
+                        // The HTTP/2 layer's own limits (streams reset before
+                        // they were accepted, too many stream errors, a
+                        // CONTINUATION flood): abuse, like the premature-reset
+                        // rule, caught earlier.
                         route.stats.downstream_cx_premature_reset.inc();
                         if let Some(held_back) = route.abuse_log.allow() {
                             tracing::warn!(%peer, error = %e, similar_since_last = held_back, "closed a client connection for resetting streams faster than they are accepted: GOAWAY ENHANCE_YOUR_CALM");
@@ -368,7 +347,7 @@ pub(crate) fn serve_bridge(
 /// PINGs a client connection every interval; completes (with the timeout)
 /// when one goes unanswered. Pending forever without keepalive.
 async fn keepalive(
-    ping_pong: Option<&mut h2::PingPong>,
+    ping_pong: Option<&h2fwd::PingPong>,
     settings: Option<(Duration, Duration)>,
 ) -> Duration {
     let (Some(ping_pong), Some((interval, timeout))) = (ping_pong, settings) else {
@@ -376,7 +355,7 @@ async fn keepalive(
     };
     loop {
         tokio::time::sleep(interval).await;
-        match tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+        match tokio::time::timeout(timeout, ping_pong.ping()).await {
             Ok(Ok(_pong)) => {}
             // The connection itself failed: accept() reports it.
             Ok(Err(_)) => return std::future::pending().await,
@@ -577,7 +556,7 @@ mod tests {
         // The task of every client connection holds this future for as long
         // as the client stays. A TLS session or the handshake inline made
         // it 9.1 KiB (25.3 KB of RSS per idle connection, 17.5 once boxed).
-        let h2 = std::mem::size_of::<h2::server::Connection<Rewind<TcpStream>, bytes::Bytes>>();
+        let h2 = std::mem::size_of::<h2fwd::server::Connection<Rewind<TcpStream>>>();
         let task = future_size(connection);
         assert!(task < h2 + 1024, "connection future {task} B, h2 {h2} B");
     }

@@ -2,8 +2,9 @@
 //! ahead of the first call, kept open, and reopened with backoff when lost.
 //!
 //! A maintainer task per host owns the connection. It publishes the current
-//! [`State`] in a `watch` channel; a call takes a cheap clone of the h2
-//! `SendRequest` from it and opens its stream there. When a call finds the
+//! [`State`] in a `watch` channel; a call takes a cheap clone of the
+//! connection's `SendRequest` (our HTTP/2 layer, `h2fwd`) from it and opens
+//! its stream there. When a call finds the
 //! connection refusing new streams (the host sent GOAWAY, or it closed), it
 //! reports that and the maintainer opens a fresh connection at once while the
 //! old one finishes the calls it carries. A host that cannot be reached is
@@ -14,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
-use h2::client::SendRequest;
+use h2fwd::client::SendRequest;
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
@@ -42,7 +42,7 @@ pub enum State {
     Connecting,
     /// Open; new streams go here.
     Ready {
-        sender: SendRequest<Bytes>,
+        sender: SendRequest,
         generation: u64,
     },
     /// The last attempt failed; the next one comes after a backoff.
@@ -78,7 +78,7 @@ pub struct Connection {
 /// A handle on the current connection, for opening one stream.
 #[derive(Debug)]
 pub struct Lease {
-    pub sender: SendRequest<Bytes>,
+    pub sender: SendRequest,
     pub generation: u64,
 }
 
@@ -183,18 +183,16 @@ impl Backoff {
     }
 }
 
-/// The h2 client settings used for every upstream connection.
-fn client_builder() -> h2::client::Builder {
-    let mut builder = h2::client::Builder::new();
-    builder
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .enable_push(false)
-        // Our h2 fork: header blocks from the static table, raw literals
-        // (docs/architecture.md, "The HTTP/2 layer").
-        .hpack_static_only(true);
-    builder
+/// The HTTP/2 settings of every upstream connection (push is off: a
+/// client's SETTINGS say so, and the host may open no stream).
+fn client_config() -> h2fwd::Config {
+    h2fwd::Config {
+        max_concurrent_streams: 0,
+        initial_window_size: STREAM_WINDOW,
+        connection_window_size: CONNECTION_WINDOW,
+        max_header_list_size: MAX_HEADER_LIST,
+        ..h2fwd::Config::default()
+    }
 }
 
 /// Opens a TCP connection (with TLS when the cluster asks for it) and an
@@ -203,7 +201,7 @@ async fn connect(
     host: &Host,
     tls: Option<&ClientTls>,
     timeout: Duration,
-) -> Result<(SendRequest<Bytes>, h2::client::Connection<Io, Bytes>), String> {
+) -> Result<(SendRequest, h2fwd::client::Connection<Io>), String> {
     let attempt = async {
         let tcp = TcpStream::connect(host.addr)
             .await
@@ -213,10 +211,7 @@ async fn connect(
             Some(tls) => tls.connect(tcp, &host.hostname).await?,
             None => Io::Plain(tcp),
         };
-        client_builder()
-            .handshake(io)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))
+        Ok(h2fwd::client::handshake(io, client_config()))
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -227,11 +222,11 @@ async fn connect(
 #[derive(Debug)]
 enum DriveEnd {
     /// The connection ended (closed by the host, or an error).
-    Closed(Option<h2::Error>),
+    Closed(Option<h2fwd::Error>),
     /// A PING went unanswered (after earlier ones were, when the flag is
     /// set): the connection was closed by us.
     NoPong(Duration, bool),
-    PingFailed(h2::Error),
+    PingFailed(h2fwd::Error),
 }
 
 /// Drives one host connection, PINGing it every `interval` (when given) and
@@ -242,22 +237,22 @@ enum DriveEnd {
 /// kernel completes the TCP handshake of a frozen process, so only an answer
 /// from the HTTP/2 peer says that it is alive.
 async fn drive(
-    connection: h2::client::Connection<Io, Bytes>,
-    mut ping_pong: Option<h2::PingPong>,
+    connection: h2fwd::client::Connection<Io>,
+    ping_pong: Option<h2fwd::PingPong>,
     interval: Duration,
     timeout: Duration,
     alive: tokio::sync::oneshot::Sender<()>,
 ) -> DriveEnd {
     let mut alive = Some(alive);
     let keepalive = async {
-        let Some(ping_pong) = ping_pong.as_mut() else {
+        let Some(ping_pong) = ping_pong.as_ref() else {
             if let Some(alive) = alive.take() {
                 let _ = alive.send(());
             }
             return std::future::pending().await;
         };
         loop {
-            match tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            match tokio::time::timeout(timeout, ping_pong.ping()).await {
                 Ok(Ok(_pong)) => {
                     if let Some(alive) = alive.take() {
                         let _ = alive.send(());
@@ -302,7 +297,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
             attempt = connect(&host, cluster.tls.as_ref(), cluster.config.connect_timeout) => attempt,
             () = stop.cancelled() => break 'connect,
         };
-        let (sender, mut connection) = match attempt {
+        let (sender, connection) = match attempt {
             Ok(pair) => pair,
             Err(error) => {
                 host.stats.cx_connect_fail.inc();
@@ -323,7 +318,7 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
             }
         };
         let keepalive = cluster.config.keepalive_interval;
-        let ping_pong = keepalive.and_then(|_| connection.ping_pong());
+        let ping_pong = keepalive.map(|_| connection.ping_pong());
         let (alive_tx, alive_rx) = tokio::sync::oneshot::channel();
         generation += 1;
         conn.generation.store(generation, Relaxed);
@@ -431,208 +426,70 @@ pub async fn maintain(cluster: Arc<Cluster>, host: Arc<Host>, stop: Cancellation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use std::future::poll_fn;
 
-    fn call(path: &str) -> http::Request<()> {
-        let mut request = http::Request::new(());
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = format!("http://host{path}").parse().unwrap();
-        request
-    }
-
-    /// What a host reads of `request` sent by `send_request_encoded` on a
-    /// connection from `builder`, with `grpc-timeout: 100m` as the extra field.
-    async fn host_reads(
-        builder: h2::client::Builder,
-        request: &http::Request<()>,
-    ) -> http::request::Parts {
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        let host = tokio::spawn(async move {
-            let mut server = h2::server::Builder::new();
-            server.max_header_list_size(1 << 20);
-            let mut conn = server.handshake::<_, Bytes>(far).await.unwrap();
-            let (request, mut respond) = conn.accept().await.unwrap().unwrap();
-            respond
-                .send_response(http::Response::new(()), true)
-                .unwrap();
-            tokio::spawn(async move { while conn.accept().await.is_some() {} });
-            request.into_parts().0
-        });
-        let (mut sender, connection) = builder.handshake::<_, Bytes>(near).await.unwrap();
-        tokio::spawn(connection);
-        let timeout = http::HeaderValue::from_static("100m");
-        let (response, _) = sender
-            .send_request_encoded(
-                request.method(),
-                request.uri(),
-                request.headers(),
-                Some((&crate::grpc::header::GRPC_TIMEOUT, &timeout)),
-                true,
-            )
-            .unwrap();
-        response.await.unwrap();
-        host.await.unwrap()
-    }
-
-    /// The request our h2 fork encodes from the proxy's borrowed parts (static
-    /// table only) reaches the host as the same request `send_request` sends
-    /// from a built one: pseudo-headers, every field and repeated value in
-    /// order, the extra field replacing the client's, and a block too large
-    /// for one frame split into CONTINUATION frames.
+    /// The request encoded from a `Head` reaches a host (the h2 crate, an
+    /// independent HPACK decoder) as the client sent it: pseudo-headers,
+    /// every field and repeated value in order, the replacing field instead
+    /// of the client's, and a block too large for one frame split into
+    /// CONTINUATION frames.
     #[tokio::test]
-    async fn a_request_encoded_from_borrowed_parts_reaches_the_host_unchanged() {
+    async fn a_request_from_a_head_reaches_an_h2_host_unchanged() {
         for value_len in [10, 40_000] {
-            let mut request = http::Request::new(());
-            *request.method_mut() = http::Method::POST;
-            *request.uri_mut() = "https://greeter.example:8443/helloworld.Greeter/SayHello?x=1"
-                .parse()
-                .unwrap();
-            let headers = request.headers_mut();
-            headers.insert("content-type", "application/grpc".parse().unwrap());
-            headers.insert("te", "trailers".parse().unwrap());
-            headers.insert("grpc-timeout", "5S".parse().unwrap());
-            headers.append("x-tag", "one".parse().unwrap());
-            headers.append("x-tag", "two".parse().unwrap());
-            let mut secret = http::HeaderValue::from_static("Bearer abc");
-            secret.set_sensitive(true);
-            headers.insert("authorization", secret);
-            headers.insert("x-large", "v".repeat(value_len).parse().unwrap());
+            let mut head = h2fwd::Head::request(
+                b"POST",
+                b"https",
+                b"greeter.example:8443",
+                b"/helloworld.Greeter/SayHello?x=1",
+            );
+            head.append(b"content-type", b"application/grpc");
+            head.append(b"te", b"trailers");
+            head.append(b"grpc-timeout", b"5S");
+            head.append(b"x-tag", b"one");
+            head.append(b"x-tag", b"two");
+            head.append_sensitive(b"authorization", b"Bearer abc");
+            head.append(b"x-large", "v".repeat(value_len).as_bytes());
 
-            let mut expected = request.headers().clone();
-            expected.insert("grpc-timeout", "100m".parse().unwrap());
-            let mut fallback = h2::client::Builder::new();
-            fallback.hpack_static_only(false);
-            let built = host_reads(fallback, &request).await;
-            let encoded = host_reads(client_builder(), &request).await;
-            for (what, parts) in [("built", &built), ("encoded", &encoded)] {
-                assert_eq!(parts.method, http::Method::POST, "{what}");
-                assert_eq!(parts.uri, *request.uri(), "{what}");
-                assert_eq!(parts.headers, expected, "{what} ({value_len}-byte field)");
-                let tags: Vec<_> = parts.headers.get_all("x-tag").iter().collect();
-                assert_eq!(tags, ["one", "two"], "{what}");
-            }
-        }
-    }
-
-    /// A field HTTP/2 forbids (RFC 9113 section 8.2.2) is refused by the
-    /// encoded path as by `send_request`, found in the pass that encodes the
-    /// block: the call fails, nothing of it reaches the host, and the
-    /// connection goes on carrying other calls.
-    #[tokio::test]
-    async fn a_request_encoded_with_a_connection_specific_field_is_refused_alone() {
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        let host = tokio::spawn(async move {
-            let mut conn = h2::server::handshake(far).await.unwrap();
-            let mut paths = Vec::new();
-            while let Some(Ok((request, mut respond))) = conn.accept().await {
-                paths.push(request.uri().path().to_owned());
+            let (near, far) = tokio::io::duplex(64 * 1024);
+            let host = tokio::spawn(async move {
+                let mut server = h2::server::Builder::new();
+                server.max_header_list_size(1 << 20);
+                let mut conn = server.handshake::<_, Bytes>(far).await.unwrap();
+                let (request, mut respond) = conn.accept().await.unwrap().unwrap();
                 respond
                     .send_response(http::Response::new(()), true)
                     .unwrap();
-            }
-            paths
-        });
-        let (mut sender, connection) = client_builder().handshake::<_, Bytes>(near).await.unwrap();
-        let driver = tokio::spawn(connection);
-        for (name, value) in [
-            ("connection", "close"),
-            ("keep-alive", "5"),
-            ("proxy-connection", "keep-alive"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("te", "gzip"),
-        ] {
-            let mut request = call("/refused");
-            request
-                .headers_mut()
-                .insert("te", "trailers".parse().unwrap());
-            request
-                .headers_mut()
-                .append(http::HeaderName::from_static(name), value.parse().unwrap());
-            let refused = sender.send_request_encoded(
-                request.method(),
-                request.uri(),
-                request.headers(),
-                None,
-                true,
-            );
-            assert!(refused.is_err(), "{name}: {value} was sent");
-            assert!(
-                sender.send_request(request, true).is_err(),
-                "{name}: {value} was sent by send_request"
-            );
-        }
-        // Nor as the field that replaces the client's.
-        let request = call("/refused");
-        let te = http::HeaderValue::from_static("gzip");
-        let replacing = sender.send_request_encoded(
-            request.method(),
-            request.uri(),
-            request.headers(),
-            Some((&http::header::TE, &te)),
-            true,
-        );
-        assert!(replacing.is_err(), "te: gzip was sent as the extra field");
-
-        let mut request = call("/next");
-        request
-            .headers_mut()
-            .insert("te", "trailers".parse().unwrap());
-        let (response, _) = sender
-            .send_request_encoded(
-                request.method(),
-                request.uri(),
-                request.headers(),
-                None,
-                true,
-            )
-            .unwrap();
-        assert_eq!(response.await.unwrap().status(), http::StatusCode::OK);
-        drop(sender);
-        driver.await.unwrap().unwrap();
-        assert_eq!(host.await.unwrap(), ["/next"], "what reached the host");
-    }
-
-    /// A call cancelled before its host connection wrote its HEADERS (a
-    /// client's HEADERS and RST_STREAM forwarded at once, or its connection
-    /// lost right after it called) opens no stream on the host at all: the
-    /// host's first stream is the next call. Written as HEADERS then
-    /// RST_STREAM, each would wait in an h2 server's accept queue as a stream
-    /// reset before it was accepted, and past 20 of those at once h2 closes
-    /// the whole connection with ENHANCE_YOUR_CALM.
-    #[tokio::test]
-    async fn a_call_cancelled_before_it_was_written_opens_no_host_stream() {
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        let host = tokio::spawn(async move {
-            let mut conn = h2::server::handshake(far).await.unwrap();
-            let (request, mut respond) = conn.accept().await.unwrap().unwrap();
-            let opened = (
-                request.uri().path().to_owned(),
-                u32::from(respond.stream_id()),
-            );
-            respond
-                .send_response(http::Response::new(()), true)
+                tokio::spawn(async move { while conn.accept().await.is_some() {} });
+                request.into_parts().0
+            });
+            let (sender, connection) = h2fwd::client::handshake(near, client_config());
+            tokio::spawn(connection);
+            let stream = sender
+                .send_request(&head, Some((b"grpc-timeout", b"100m")), true)
                 .unwrap();
-            let next = conn
-                .accept()
-                .await
-                .map(|r| r.map(|(r, _)| r.uri().path().to_owned()));
-            (opened, next.and_then(Result::ok))
-        });
-        let (sender, connection) = client_builder().handshake::<_, Bytes>(near).await.unwrap();
-        // The connection's task has not run yet: this HEADERS is still queued
-        // when its call is dropped (each call has its own clone, as in
-        // `Forward::open`).
-        let mut cancelled = sender.clone();
-        drop(cancelled.send_request(call("/cancelled"), false).unwrap());
-        drop(cancelled);
-        let driver = tokio::spawn(connection);
-        let mut next = sender.ready().await.unwrap();
-        let (response, _) = next.send_request(call("/next"), true).unwrap();
-        assert_eq!(response.await.unwrap().status(), http::StatusCode::OK);
-        drop(next);
-        driver.await.unwrap().unwrap();
-        let (opened, after) = host.await.unwrap();
-        assert_eq!(opened, ("/next".to_owned(), 3), "the host's first stream");
-        assert_eq!(after, None, "and its only one");
+            let response = poll_fn(|cx| stream.poll_response(cx)).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let parts = host.await.unwrap();
+            assert_eq!(parts.method, http::Method::POST);
+            assert_eq!(
+                parts.uri,
+                "https://greeter.example:8443/helloworld.Greeter/SayHello?x=1"
+            );
+            let h = &parts.headers;
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(h["te"], "trailers");
+            assert_eq!(
+                h.get_all("grpc-timeout").iter().collect::<Vec<_>>(),
+                ["100m"],
+                "the proxy's grpc-timeout replaces the client's"
+            );
+            assert_eq!(
+                h.get_all("x-tag").iter().collect::<Vec<_>>(),
+                ["one", "two"]
+            );
+            assert_eq!(h["x-large"].len(), value_len);
+            assert_eq!(h.len(), 7, "{h:?}");
+        }
     }
 }
