@@ -39,6 +39,8 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::from(common::EXIT_CONFIG as u8);
         }
     };
+    // Caught from here on: a SIGTERM while starting drains instead of killing.
+    let mut signals = common::ShutdownSignals::install();
     let listener = match tokio::net::TcpListener::bind(cli.serve.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -46,8 +48,8 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::from(common::EXIT_CONFIG as u8);
         }
     };
-    let shutdown = async {
-        let signal = common::shutdown_signal().await;
+    let shutdown = async move {
+        let signal = signals.recv().await;
         tracing::info!(signal, "signal received");
     };
     match backend::run(listener, config, shutdown).await {

@@ -88,33 +88,61 @@ pub fn init_tracing(default_filter: &str) {
         .init();
 }
 
-/// Completes on the first SIGTERM or SIGINT (Ctrl-C) and names it.
+/// SIGTERM and SIGINT (Ctrl-C), caught from the moment [`ShutdownSignals::install`]
+/// returns. Install them before the process binds or serves anything: a
+/// signal that arrives while it starts up (its listeners already serving,
+/// the rest still being set up) then starts a drain, where without a handler
+/// the default action would kill the process and cut its calls.
 ///
 /// Installing the handlers can only fail when the process is out of file
-/// descriptors; the signal is then logged as unavailable and this future never
-/// completes, so the process keeps serving rather than exiting at once.
-pub async fn shutdown_signal() -> &'static str {
+/// descriptors; the failure is then logged and [`ShutdownSignals::recv`]
+/// never completes, so the process keeps serving rather than exiting at once.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot install signal handlers; shutdown by signal is unavailable");
-                std::future::pending().await
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Must be called inside a tokio runtime.
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Self {
+                    signals: Some((term, int)),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "cannot install signal handlers; shutdown by signal is unavailable");
+                    Self { signals: None }
+                }
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+
+    /// Completes on the next SIGTERM or SIGINT (counting those that came
+    /// since [`ShutdownSignals::install`]) and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            match &mut self.signals {
+                Some((term, int)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                },
+                None => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 

@@ -34,6 +34,8 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::from(common::EXIT_CONFIG as u8);
         }
     };
+    // Caught from here on: a SIGTERM while starting drains instead of killing.
+    let mut signals = common::ShutdownSignals::install();
     let listener = match tokio::net::TcpListener::bind(cli.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -41,8 +43,8 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::from(common::EXIT_CONFIG as u8);
         }
     };
-    let shutdown = async {
-        let signal = common::shutdown_signal().await;
+    let shutdown = async move {
+        let signal = signals.recv().await;
         tracing::info!(signal, "signal received");
     };
     match gateway::run(listener, config, shutdown).await {

@@ -48,6 +48,10 @@ fn main() -> ExitCode {
     }
 
     common::block_on("proxy", config.workers, async {
+        // Caught from here on: a SIGTERM that comes while the proxy starts
+        // (its listeners serving before the rest is set up) drains it, where
+        // the default action would kill it and cut the calls it has taken.
+        let mut signals = common::ShutdownSignals::install();
         let listeners = match proxy::Listeners::bind(&config).await {
             Ok(listeners) => listeners,
             Err(e) => {
@@ -55,18 +59,18 @@ fn main() -> ExitCode {
                 return ExitCode::from(common::EXIT_CONFIG as u8);
             }
         };
-        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async {
-            let signal = common::shutdown_signal().await;
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            let signal = signals.recv().await;
             tracing::info!(signal, "signal received; a second one exits at once");
-            let _ = first_tx.send(());
+            let _ = first_tx.send(signals);
         };
         // An operator who signals twice wants out now, drain or not.
         let impatient = async {
-            if first_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            let signal = common::shutdown_signal().await;
+            let Ok(mut signals) = first_rx.await else {
+                return std::future::pending::<()>().await;
+            };
+            let signal = signals.recv().await;
             tracing::warn!(signal, "second signal: exiting without finishing the drain");
         };
         tokio::select! {

@@ -489,3 +489,39 @@ async fn calls_still_running_at_the_drain_deadline_end_with_unavailable() {
     );
     proxy.stop().await;
 }
+
+/// A SIGTERM that arrives as soon as the proxy listens (an orchestrator
+/// stopping a task that has just started) drains it: the process logs the
+/// signal and exits cleanly instead of being killed by the signal's default
+/// action, which would cut the calls it had already taken.
+#[test]
+fn a_sigterm_as_soon_as_it_listens_drains_instead_of_killing() {
+    let mut proxy = Process::start(
+        "proxy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--upstream",
+            "127.0.0.1:9",
+        ],
+        "listening",
+    );
+    proxy.terminate();
+    let exited = proxy.wait();
+    assert!(
+        exited.success(),
+        "exited cleanly after a drain: {exited:?}\n{}",
+        proxy.log_text()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log_text().contains("signal received") && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        proxy.log_text().contains("signal received"),
+        "the signal was caught and logged:\n{}",
+        proxy.log_text()
+    );
+}
