@@ -385,7 +385,22 @@ class SonoraInterop(WebTestCase):
     def metadata(call):
         return {k.lower(): v for k, v in call.initial_metadata()}
 
+    def until_every_backend_answered(self):
+        """Calls until each backend has answered one, before a spread is
+        counted. `wait_for_hosts` sees a host's connection open (cx_active),
+        but the balancer passes a host over until it has answered on that
+        connection (its PING); a call is only ever sent on an answered
+        connection, so once each backend answered one, all three are in
+        rotation and round robin spreads exactly."""
+        seen, deadline = set(), time.monotonic() + 10
+        while seen != self.ids and time.monotonic() < deadline:
+            r = grpc_web(self.proxy.addr, GET_STATUS, b"")
+            self.assertEqual(r.status, 0, r)
+            seen.add(r.backend)
+        self.assertEqual(seen, self.ids, "every backend answered a call within 10 s")
+
     def test_sonora_unary_calls_spread_over_the_backends(self):
+        self.until_every_backend_answered()
         seen, order = collections.Counter(), []
         for i in range(30):
             if i % 2:
@@ -459,6 +474,7 @@ class SonoraInterop(WebTestCase):
         self.assertEqual(dict(call.trailing_metadata()).get("grpc-status"), "9")
 
         # Streams are balanced per call too.
+        self.until_every_backend_answered()
         seen = collections.Counter()
         for _ in range(6):
             call = self.expand(echo_pb2.ExpandRequest(message="b", count=2), timeout=5)
@@ -467,6 +483,7 @@ class SonoraInterop(WebTestCase):
 
     def test_text_mode_by_hand_unary_errors_streams_and_spread(self):
         addr = self.proxy.addr
+        self.until_every_backend_answered()
         seen = collections.Counter()
         for i in range(30):
             if i % 2:
