@@ -20,7 +20,10 @@ use std::collections::VecDeque;
 
 use super::Kind;
 use super::huffman;
-use super::table::{STATIC, static_name_index};
+use super::table::{
+    AUTHORITY, CONTENT_LENGTH, LAST_PSEUDO, METHOD_GET, METHOD_POST, PATH_INDEX, PATH_ROOT,
+    SCHEME_HTTP, SCHEME_HTTPS, STATIC, TRANSFER_ENCODING, static_name_index,
+};
 use crate::head::{Field, Head, Span, is_connection_specific};
 
 /// Why a header block was not accepted.
@@ -48,18 +51,6 @@ use DecodeError::Compression;
 /// strings decode to at most 8/5 of its length, and stored fields are
 /// bounded by the list limit).
 const MAX_BLOCK: usize = 1 << 30;
-
-// Static table indexes the decoder tells apart.
-const AUTHORITY: u8 = 1;
-const METHOD_GET: u8 = 2;
-const METHOD_POST: u8 = 3;
-const PATH_ROOT: u8 = 4;
-const PATH_INDEX: u8 = 5;
-const SCHEME_HTTP: u8 = 6;
-const SCHEME_HTTPS: u8 = 7;
-const LAST_PSEUDO: u8 = 14;
-const CONTENT_LENGTH: u8 = 28;
-const TRANSFER_ENCODING: u8 = 57;
 
 /// HPACK decoder state of one connection: the dynamic table the peer's
 /// encoder fills.

@@ -15,7 +15,10 @@
 use bytes::{BufMut, BytesMut};
 
 use super::Kind;
-use super::table::{STATIC, static_name_index};
+use super::table::{
+    AUTHORITY, METHOD_GET, METHOD_POST, PATH_INDEX, PATH_ROOT, SCHEME_HTTP, SCHEME_HTTPS, STATIC,
+    STATUS_200, static_name_index,
+};
 use crate::head::Head;
 
 /// Literal without indexing (RFC 7541 section 6.2.2), 4-bit name index.
@@ -24,13 +27,6 @@ const LITERAL: u8 = 0x00;
 const NEVER_INDEXED: u8 = 0x10;
 /// Indexed field (section 6.1), 7-bit index.
 const INDEXED: u8 = 0x80;
-
-// Static table indexes of the pseudo-header names.
-const AUTHORITY: u8 = 1;
-const METHOD: u8 = 2;
-const PATH: u8 = 4;
-const SCHEME: u8 = 6;
-const STATUS: u8 = 8;
 
 /// Encodes `head` as a header block of `kind` into `dst`. `replace`: a
 /// field sent in place of every field of its name (the proxy's own
@@ -46,34 +42,36 @@ pub fn encode(head: &Head, kind: Kind, replace: Option<(&[u8], &[u8])>, dst: &mu
     let replace_len = replace.map_or(0, |(name, value)| name.len() + value.len());
     dst.reserve(head.buf.len() + replace_len + 13 * (head.fields.len() + 6));
 
+    // A value the static table lacks is a literal naming the first entry
+    // of its pseudo-header (`:method GET` for any method, and so on).
     match kind {
         Kind::Request => {
             let p = &head.pseudo;
             if let Some(method) = p.method {
                 match head.slice(method) {
-                    b"GET" => dst.put_u8(INDEXED | 2),
-                    b"POST" => dst.put_u8(INDEXED | 3),
-                    value => static_name_literal(dst, LITERAL, METHOD, value),
+                    b"GET" => dst.put_u8(INDEXED | METHOD_GET),
+                    b"POST" => dst.put_u8(INDEXED | METHOD_POST),
+                    value => static_name_literal(dst, LITERAL, METHOD_GET, value),
                 }
             }
             if let Some(scheme) = p.scheme {
                 match head.slice(scheme) {
-                    b"http" => dst.put_u8(INDEXED | 6),
-                    b"https" => dst.put_u8(INDEXED | 7),
-                    value => static_name_literal(dst, LITERAL, SCHEME, value),
+                    b"http" => dst.put_u8(INDEXED | SCHEME_HTTP),
+                    b"https" => dst.put_u8(INDEXED | SCHEME_HTTPS),
+                    value => static_name_literal(dst, LITERAL, SCHEME_HTTP, value),
                 }
             }
             if let Some(authority) = p.authority {
                 match head.slice(authority) {
-                    b"" => dst.put_u8(INDEXED | 1),
+                    b"" => dst.put_u8(INDEXED | AUTHORITY),
                     value => static_name_literal(dst, LITERAL, AUTHORITY, value),
                 }
             }
             if let Some(path) = p.path {
                 match head.slice(path) {
-                    b"/" => dst.put_u8(INDEXED | 4),
-                    b"/index.html" => dst.put_u8(INDEXED | 5),
-                    value => static_name_literal(dst, LITERAL, PATH, value),
+                    b"/" => dst.put_u8(INDEXED | PATH_ROOT),
+                    b"/index.html" => dst.put_u8(INDEXED | PATH_INDEX),
+                    value => static_name_literal(dst, LITERAL, PATH_ROOT, value),
                 }
             }
         }
@@ -140,7 +138,7 @@ fn status(dst: &mut BytesMut, status: u16) {
                     break;
                 }
             }
-            return static_name_literal(dst, LITERAL, STATUS, &digits[at..]);
+            return static_name_literal(dst, LITERAL, STATUS_200, &digits[at..]);
         }
     };
     dst.put_u8(INDEXED | index);

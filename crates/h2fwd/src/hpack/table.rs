@@ -66,6 +66,20 @@ pub const STATIC: [(&[u8], &[u8]); 61] = [
     (b"www-authenticate", b""),
 ];
 
+// Static entries the encoder and decoder name (1-based, as in HPACK).
+pub const AUTHORITY: u8 = 1;
+pub const METHOD_GET: u8 = 2;
+pub const METHOD_POST: u8 = 3;
+pub const PATH_ROOT: u8 = 4;
+pub const PATH_INDEX: u8 = 5;
+pub const SCHEME_HTTP: u8 = 6;
+pub const SCHEME_HTTPS: u8 = 7;
+/// `:status 200`, the first of the `:status` entries (8 to 14).
+pub const STATUS_200: u8 = 8;
+pub const LAST_PSEUDO: u8 = 14;
+pub const CONTENT_LENGTH: u8 = 28;
+pub const TRANSFER_ENCODING: u8 = 57;
+
 /// The static index (1..=61) of the first entry named `name`, or 0.
 pub fn static_name_index(name: &[u8]) -> u8 {
     // First a cheap filter on the length, then the few names of that length.
@@ -104,6 +118,23 @@ pub fn static_name_index(name: &[u8]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_named_indexes_are_their_entries() {
+        let entry = |i: u8| STATIC[usize::from(i) - 1];
+        assert_eq!(entry(AUTHORITY), (&b":authority"[..], &b""[..]));
+        assert_eq!(entry(METHOD_GET), (&b":method"[..], &b"GET"[..]));
+        assert_eq!(entry(METHOD_POST), (&b":method"[..], &b"POST"[..]));
+        assert_eq!(entry(PATH_ROOT), (&b":path"[..], &b"/"[..]));
+        assert_eq!(entry(PATH_INDEX), (&b":path"[..], &b"/index.html"[..]));
+        assert_eq!(entry(SCHEME_HTTP), (&b":scheme"[..], &b"http"[..]));
+        assert_eq!(entry(SCHEME_HTTPS), (&b":scheme"[..], &b"https"[..]));
+        assert_eq!(entry(STATUS_200), (&b":status"[..], &b"200"[..]));
+        assert_eq!(entry(LAST_PSEUDO).0, b":status");
+        assert!(!entry(LAST_PSEUDO + 1).0.starts_with(b":"));
+        assert_eq!(entry(CONTENT_LENGTH).0, b"content-length");
+        assert_eq!(entry(TRANSFER_ENCODING).0, b"transfer-encoding");
+    }
 
     #[test]
     fn every_static_name_is_found_at_its_first_index() {
