@@ -90,7 +90,7 @@ pub fn local_head(grpc: bool, code: u16, message: &str) -> Head {
     if grpc {
         let mut head = Head::response(200);
         head.append(b"content-type", b"application/grpc");
-        head.append(b"grpc-status", itoa(code).as_bytes());
+        head.append(b"grpc-status", code.to_string().as_bytes());
         head.append(b"grpc-message", encode_message(message).as_bytes());
         head
     } else {
@@ -98,10 +98,6 @@ pub fn local_head(grpc: bool, code: u16, message: &str) -> Head {
         head.append(b"content-type", b"text/plain");
         head
     }
-}
-
-fn itoa(code: u16) -> String {
-    code.to_string()
 }
 
 /// The HTTP status for a non-gRPC request that failed with `code`.
@@ -118,7 +114,7 @@ fn http_status(code: u16) -> StatusCode {
 /// Trailers that end an already started response with `code`.
 pub fn trailers_head(code: u16, message: &str) -> Head {
     let mut head = Head::trailers();
-    head.append(b"grpc-status", itoa(code).as_bytes());
+    head.append(b"grpc-status", code.to_string().as_bytes());
     head.append(b"grpc-message", encode_message(message).as_bytes());
     head
 }
